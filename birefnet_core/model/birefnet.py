@@ -1,0 +1,141 @@
+"""BiRefNet: Bilateral Reference for High-Resolution Dichotomous Image Segmentation.
+
+Zheng et al., CAAI Artificial Intelligence Research 2024 (upstream: github.com/ZhengPeng7/BiRefNet).
+Inference-only network with the layer names of the released checkpoints, so that their state
+dicts load with strict key matching. Training-only heads (multi-scale supervision and gradient
+predictions) are kept as modules because their weights are in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import BasicDecBlk, SimpleConvs, patchify
+from .swin import SWIN_CONFIGS, create_swin
+
+__all__ = ["BACKBONES", "BiRefNet", "checkpoint_filter_fn", "create_model"]
+
+BACKBONES: tuple[str, ...] = tuple(SWIN_CONFIGS)
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def resize(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
+    """The one resize BiRefNet uses inside the network."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+def _gradient_head(channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(channels, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
+
+
+def _point_head(channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(channels, 1, 1))
+
+
+class Decoder(nn.Module):
+    """Coarse-to-fine decoder with image-patch inputs and gradient-attention refinement."""
+
+    def __init__(self, channels: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        ch = channels  # deepest first: 16C, 8C, 4C, 2C
+        dec_out = (ch[1], ch[2], ch[3], ch[3] // 2)
+        ipt_out = tuple(c // 8 for c in ch)
+        self.ipt_blk5 = SimpleConvs(3 * 32 * 32, ipt_out[0])
+        self.ipt_blk4 = SimpleConvs(3 * 16 * 16, ipt_out[0])
+        self.ipt_blk3 = SimpleConvs(3 * 8 * 8, ipt_out[1])
+        self.ipt_blk2 = SimpleConvs(3 * 4 * 4, ipt_out[2])
+        self.ipt_blk1 = SimpleConvs(3, ipt_out[3])
+        self.decoder_block4 = BasicDecBlk(ch[0] + ipt_out[0], dec_out[0])
+        self.decoder_block3 = BasicDecBlk(ch[1] + ipt_out[0], dec_out[1])
+        self.decoder_block2 = BasicDecBlk(ch[2] + ipt_out[1], dec_out[2])
+        self.decoder_block1 = BasicDecBlk(ch[3] + ipt_out[2], dec_out[3])
+        self.conv_out1 = _point_head(dec_out[3] + ipt_out[3])
+        self.lateral_block4 = _Lateral(ch[1], dec_out[0])
+        self.lateral_block3 = _Lateral(ch[2], dec_out[1])
+        self.lateral_block2 = _Lateral(ch[3], dec_out[2])
+        for level, c in zip((4, 3, 2), dec_out[:3], strict=True):
+            self.add_module(f"conv_ms_spvn_{level}", nn.Conv2d(c, 1, 1))
+        for level, c in zip((4, 3, 2), dec_out[:3], strict=True):
+            self.add_module(f"gdt_convs_{level}", _gradient_head(c))
+        for kind in ("pred", "attn"):
+            for level in (4, 3, 2):
+                self.add_module(f"gdt_convs_{kind}_{level}", _point_head(16))
+
+    def _gradient_attention(self, p: torch.Tensor, level: int) -> torch.Tensor:
+        features = getattr(self, f"gdt_convs_{level}")(p)
+        return p * torch.sigmoid(getattr(self, f"gdt_convs_attn_{level}")(features))
+
+    def _with_patches(self, d: torch.Tensor, x: torch.Tensor, block: nn.Module) -> torch.Tensor:
+        return torch.cat([d, block(resize(patchify(x, d), d.shape[2:]))], dim=1)
+
+    def forward(self, x: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor, f4: torch.Tensor) -> torch.Tensor:
+        d4 = self._with_patches(f4, x, self.ipt_blk5)
+        p4 = self._gradient_attention(self.decoder_block4(d4), 4)
+        d3 = resize(p4, f3.shape[2:]) + self.lateral_block4(f3)
+        p3 = self._gradient_attention(self.decoder_block3(self._with_patches(d3, x, self.ipt_blk4)), 3)
+        d2 = resize(p3, f2.shape[2:]) + self.lateral_block3(f2)
+        p2 = self._gradient_attention(self.decoder_block2(self._with_patches(d2, x, self.ipt_blk3)), 2)
+        d1 = resize(p2, f1.shape[2:]) + self.lateral_block2(f1)
+        p1 = resize(self.decoder_block1(self._with_patches(d1, x, self.ipt_blk2)), x.shape[2:])
+        return self.conv_out1(self._with_patches(p1, x, self.ipt_blk1))
+
+
+class _Lateral(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class BiRefNet(nn.Module):
+    """Maps a normalised B x 3 x H x W batch (H, W multiples of 32) to B x 1 x H x W logits."""
+
+    def __init__(self, backbone: str) -> None:
+        super().__init__()
+        self.backbone_name = backbone
+        self.bb = create_swin(backbone)
+        c = self.bb.channels
+        # After the half-resolution "cat" every stage has twice its channels.
+        enc = tuple(2 * ci for ci in c)
+        self.squeeze_module = nn.Sequential(BasicDecBlk(sum(enc), enc[3]))
+        self.decoder = Decoder((enc[3], enc[2], enc[1], enc[0]))
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Backbone features at full and half input scale, concatenated, with global context on f4."""
+        full = self.bb(x)
+        half = self.bb(resize(x, (x.shape[2] // 2, x.shape[3] // 2)))
+        f1, f2, f3, f4 = (torch.cat([a, resize(b, a.shape[2:])], dim=1) for a, b in zip(full, half, strict=True))
+        f4 = torch.cat([resize(f1, f4.shape[2:]), resize(f2, f4.shape[2:]), resize(f3, f4.shape[2:]), f4], dim=1)
+        return [f1, f2, f3, f4]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2] % 32 or x.shape[3] % 32:
+            raise ValueError(f"BiRefNet needs H and W divisible by 32, got {tuple(x.shape[2:])}")
+        f1, f2, f3, f4 = self.encode(x)
+        return self.decoder(x, f1, f2, f3, self.squeeze_module(f4))
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip DDP / torch.compile wrapper prefixes from released or fine-tuned checkpoints."""
+    cleaned = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key = key[len(prefix) :]
+                    changed = True
+        cleaned[key] = value
+    return cleaned
+
+
+def create_model(backbone: str) -> BiRefNet:
+    """A randomly initialised BiRefNet in eval mode; nothing is downloaded."""
+    if backbone not in SWIN_CONFIGS:
+        raise KeyError(f"unknown BiRefNet backbone {backbone!r}; choose one of {list(BACKBONES)}")
+    return BiRefNet(backbone).eval()
