@@ -1,0 +1,106 @@
+"""Batched BiRefNet inference: decoded images in, probability masks at their own size out.
+
+The model is built once per `Predictor`; each call only moves pixels. The three stages are
+public so a distributed job can run `prepare` and `finish` on CPU workers and only `infer` on the
+accelerator, while `predict` chains them for in-process use.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .model import BiRefNet
+from .postprocessing import resize_probabilities
+from .precision import resolve_compute_dtype
+from .preprocessing import normalize_batch, prepare_image, to_rgb_uint8, working_size
+from .variants import IMAGENET_MEAN, IMAGENET_STD, Variant
+
+__all__ = ["Predictor", "PreparedImage"]
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image resized to the network's working size, plus the size to restore it to."""
+
+    pixels: np.ndarray  # h x w x 3 uint8 at working size
+    original_size: tuple[int, int]  # (height, width)
+
+
+class Predictor:
+    """Runs one BiRefNet replica on `device`, autocast to `dtype`, optionally compiled / channels-last.
+
+    `dtype` is what is asked for; `self.dtype` is what runs (see `resolve_compute_dtype`).
+    """
+
+    def __init__(
+        self,
+        model: BiRefNet,
+        *,
+        variant: Variant | None = None,
+        resolution: tuple[int, int] | None = None,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "float32",
+        compile: bool = False,
+        channels_last: bool = False,
+        strict_dtype: bool = False,
+    ) -> None:
+        self.variant = variant if variant is not None else getattr(model, "variant", None)
+        self.resolution = resolution
+        if self.variant is None and resolution is None:
+            self.resolution = (1024, 1024)
+        self.device = torch.device(device)
+        self.dtype = resolve_compute_dtype(self.device, dtype, strict_dtype)
+        self.channels_last = channels_last
+        self.mean = self.variant.mean if self.variant else IMAGENET_MEAN
+        self.std = self.variant.std if self.variant else IMAGENET_STD
+        model = model.to(self.device).eval()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self._forward = torch.compile(model, dynamic=False) if compile else model
+
+    def size_for(self, height: int, width: int) -> tuple[int, int]:
+        """Working (height, width) for an image of the given size."""
+        return working_size(self.variant, height, width, self.resolution)
+
+    def prepare(self, image: Any) -> PreparedImage:
+        """CPU stage: any decoded image -> uint8 RGB at working size."""
+        rgb = to_rgb_uint8(image)
+        original = rgb.shape[:2]
+        return PreparedImage(prepare_image(rgb, self.size_for(*original)), original)
+
+    @torch.inference_mode()
+    def infer(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Accelerator stage: B x h x w x 3 uint8 (one working size) -> B x h x w float32 probabilities."""
+        batch = torch.as_tensor(pixels).to(self.device, non_blocking=True)
+        x = normalize_batch(batch, self.mean, self.std)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            logits = self._forward(x)
+        return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+
+    def finish(self, probabilities: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """CPU stage: working-size probabilities -> original-size float32 mask in [0, 1]."""
+        return resize_probabilities(probabilities, original_size)
+
+    def predict(self, images: Sequence[Any], batch_size: int = 4) -> list[np.ndarray]:
+        """Probability masks (float32 in [0, 1]) of exactly each input's size, in input order."""
+        prepared = [self.prepare(image) for image in images]
+        by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for index, item in enumerate(prepared):
+            by_size[item.pixels.shape].append(index)
+        masks: list[np.ndarray | None] = [None] * len(prepared)
+        for indices in by_size.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                probs = self.infer(np.stack([prepared[i].pixels for i in chunk]))
+                for i, prob in zip(chunk, probs, strict=True):
+                    masks[i] = self.finish(prob, prepared[i].original_size)
+        return masks  # type: ignore[return-value]

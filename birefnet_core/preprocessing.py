@@ -1,0 +1,99 @@
+"""Image -> network input, as the reference does it: RGB, bilinear resize, ImageNet normalisation.
+
+The work is split so the expensive full-resolution part (`prepare_image`: colour conversion and
+resize to the working size, in uint8) runs on CPU workers, and only a small uint8 array travels
+to the accelerator, where `normalize_batch` turns it into the float input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from .variants import Variant
+
+__all__ = ["DYNAMIC_MAX_SIDE", "normalize_batch", "prepare_image", "to_rgb_uint8", "working_size"]
+
+#: Longest side the `dynamic` variant was trained at; larger inputs are scaled down to it.
+DYNAMIC_MAX_SIDE = 2304
+_HIGH_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+
+
+def _numeric_to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if array.dtype == np.uint16:
+        return (array.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        # 32-bit integer images (PIL mode "I") usually hold 16-bit data.
+        top = 65535 if array.max(initial=0) > 255 else 255
+        return (np.clip(array, 0, top).astype(np.float64) * (255 / top)).round().astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        return (np.clip(np.nan_to_num(array), 0.0, 1.0) * 255).round().astype(np.uint8)
+    raise TypeError(f"unsupported pixel type {array.dtype}")
+
+
+def to_rgb_uint8(image: Any) -> np.ndarray:
+    """Any decoded image -> contiguous H x W x 3 uint8.
+
+    Accepts PIL images of any mode (RGB, RGBA, L, LA, P, CMYK, YCbCr, I;16, I, F) without importing
+    PIL, and NumPy arrays shaped H x W, H x W x 1/3/4 of uint8, uint16, other integers, bool or
+    float in [0, 1]. Alpha is dropped as in the reference; 16-bit data is scaled, not clipped.
+    """
+    if hasattr(image, "mode") and hasattr(image, "convert"):
+        if image.mode in _HIGH_BIT_MODES:
+            image = np.asarray(image)
+        else:
+            return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        array = np.repeat(_numeric_to_uint8(array)[..., None], 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] in (3, 4):
+        array = _numeric_to_uint8(array[..., :3])
+    else:
+        raise ValueError(f"cannot read an image of shape {array.shape}; expected H x W or H x W x 1/3/4")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"image has zero size {array.shape[:2]}")
+    return np.ascontiguousarray(array)
+
+
+def working_size(variant: Variant | None, height: int, width: int, resolution: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(height, width) the network sees for an image of this size.
+
+    `resolution` (width, height) overrides the variant's; dynamic variants keep the native size
+    rounded to a multiple of 32, scaled down first if its longest side exceeds DYNAMIC_MAX_SIDE.
+    """
+    size = resolution or (variant.size if variant else None)
+    if size is not None:
+        w, h = size
+        if w % 32 or h % 32:
+            raise ValueError(f"working resolution {w}x{h} must be a multiple of 32 on both sides")
+        return h, w
+    scale = min(1.0, DYNAMIC_MAX_SIDE / max(height, width))
+    return (max(32, round(height * scale / 32) * 32), max(32, round(width * scale / 32) * 32))
+
+
+def prepare_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an H x W x 3 uint8 image to `size` (height, width), bilinear with antialiasing like PIL."""
+    if rgb.shape[:2] == tuple(size):
+        return rgb
+    tensor = torch.from_numpy(rgb).permute(2, 0, 1)
+    resized = TF.resize(tensor, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    return resized.permute(1, 2, 0).contiguous().numpy()
+
+
+def normalize_batch(
+    pixels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """B x H x W x 3 uint8 -> B x 3 x H x W float, scaled to [0, 1] and normalised."""
+    x = pixels.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return x.sub_(m).div_(s).to(dtype)

@@ -1,0 +1,321 @@
+"""Byte-level storage for batch jobs: local folders, ``memory://`` and S3-compatible stores.
+
+Jobs address everything by URI so that the same code runs on a laptop folder, in tests
+(``memory://``) and against any S3 endpoint (AWS, SeaweedFS, MinIO, ...). The backend is
+chosen by URI scheme; s3fs is imported only when an ``s3://`` URI is used.
+
+Error contract, so callers can tell a typo from a credentials problem:
+
+* a missing object raises ``FileNotFoundError`` whose message names the full URI;
+* credentials that S3 rejects raise ``StorageAuthError`` (a ``PermissionError``) naming
+  the endpoint and bucket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO, Any, NoReturn, cast
+
+import fsspec
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+logger = logging.getLogger(__name__)
+
+LOCAL_SCHEMES = frozenset({"", "file", "local"})
+MEMORY_SCHEMES = frozenset({"memory"})
+S3_SCHEMES = frozenset({"s3", "s3a"})
+SUPPORTED_SCHEMES = LOCAL_SCHEMES | MEMORY_SCHEMES | S3_SCHEMES
+
+# Error codes S3 returns when the key pair itself is wrong (as opposed to missing permissions).
+_REJECTED_CREDENTIAL_CODES = frozenset(
+    {"SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidClientTokenId", "ExpiredToken", "InvalidToken"}
+)
+
+
+class StorageAuthError(PermissionError):
+    """S3 refused the request because of the credentials; raised instead of a bare 403."""
+
+
+class S3Options(BaseModel):
+    """Connection settings for S3-compatible stores.
+
+    Leaving ``key``/``secret`` unset keeps the standard AWS discovery chain (environment,
+    shared credentials file, instance profile), which is what clusters normally rely on.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_url: str | None = Field(
+        default=None,
+        description="S3 endpoint, e.g. http://127.0.0.1:8333 for SeaweedFS; None means AWS (or AWS_ENDPOINT_URL).",
+    )
+    key: str | None = Field(
+        default=None, description="Access key id; None falls back to the standard AWS credential chain."
+    )
+    secret: SecretStr | None = Field(
+        default=None,
+        description="Secret access key; None falls back to the standard AWS credential chain.",
+    )
+    region: str | None = Field(
+        default=None, description="Region used to sign requests; None uses the AWS default."
+    )
+    anon: bool = Field(default=False, description="Send unsigned requests (public buckets only).")
+
+    def storage_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``s3fs.S3FileSystem``; unset fields are omitted so botocore can discover them."""
+        options: dict[str, Any] = {"anon": self.anon}
+        if self.endpoint_url is not None:
+            options["endpoint_url"] = self.endpoint_url
+        if self.key is not None:
+            options["key"] = self.key
+        if self.secret is not None:
+            options["secret"] = self.secret.get_secret_value()
+        if self.region is not None:
+            options["client_kwargs"] = {"region_name": self.region}
+        return options
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One listed object; ``mtime_or_etag`` lets a job detect inputs that changed since a previous run."""
+
+    uri: str
+    relative_path: str
+    size: int
+    mtime_or_etag: str
+
+
+def _scheme(uri: str) -> str:
+    """Lower-case scheme of ``uri``, or "" for plain local paths."""
+    scheme, sep, _ = uri.partition("://")
+    return scheme.lower() if sep else ""
+
+
+def filesystem(uri: str, s3: S3Options | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return the filesystem serving ``uri`` and the path inside it.
+
+    Instances come from fsspec's own cache (keyed by the options), so calling this per file is cheap
+    and each worker process keeps one S3 connection pool. Local paths are made absolute because
+    Ray workers may not share the driver's working directory.
+    """
+    scheme = _scheme(uri)
+    if scheme in LOCAL_SCHEMES:
+        fs = fsspec.filesystem("file")
+        local = uri.partition("://")[2] if scheme else uri
+        return fs, os.path.abspath(os.path.expanduser(local))
+    if scheme in MEMORY_SCHEMES:
+        fs = fsspec.filesystem("memory")
+        return fs, fs._strip_protocol(uri)
+    if scheme in S3_SCHEMES:
+        try:
+            import s3fs
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                f"Reading {uri} needs s3fs; install it with `pip install 'birefnet-ray[s3]'`."
+            ) from exc
+        # No listings cache: other workers write concurrently, and a cached listing would hand
+        # open() a stale size for an object rewritten since it was listed.
+        fs = s3fs.S3FileSystem(use_listings_cache=False, **(s3 or S3Options()).storage_options())
+        return fs, fs._strip_protocol(uri)
+    raise ValueError(
+        f"Unsupported URI scheme {scheme!r} in {uri!r}; supported: local paths, file://, memory://, s3://, s3a://."
+    )
+
+
+def _bucket_of(uri: str) -> str:
+    return uri.partition("://")[2].split("/", 1)[0]
+
+
+def _raise_translated(exc: BaseException, uri: str, s3: S3Options | None) -> NoReturn:
+    """Re-raise ``exc`` as the module's documented error, naming ``uri``."""
+    if isinstance(exc, FileNotFoundError):
+        raise FileNotFoundError(errno.ENOENT, "No such file or object", uri) from exc
+    if _scheme(uri) in S3_SCHEMES:
+        endpoint = (s3.endpoint_url if s3 else None) or "the default AWS endpoint"
+        bucket = _bucket_of(uri)
+        if isinstance(exc, PermissionError):
+            response = getattr(exc.__cause__, "response", None) or {}
+            code = response.get("Error", {}).get("Code") or str(exc) or "AccessDenied"
+            if code in _REJECTED_CREDENTIAL_CODES:
+                reason = "the credentials were rejected"
+            else:
+                # HEAD requests carry no error body, so a bad secret only shows up as a bare 403 here.
+                reason = "the credentials were rejected or lack permission"
+            raise StorageAuthError(
+                errno.EACCES,
+                f"S3 at {endpoint} refused access to bucket '{bucket}': {reason} ({code}); "
+                "check the access key, secret and bucket policy",
+                uri,
+            ) from exc
+        from botocore.exceptions import NoCredentialsError  # installed with s3fs, which served this fs
+
+        if isinstance(exc, NoCredentialsError):
+            raise StorageAuthError(
+                errno.EACCES,
+                f"No S3 credentials found for bucket '{bucket}' at {endpoint}: set S3Options.key/secret, "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile, or anon=True for public buckets",
+                uri,
+            ) from exc
+    raise exc
+
+
+@contextlib.contextmanager
+def _translated_errors(uri: str, s3: S3Options | None) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        _raise_translated(exc, uri, s3)
+
+
+def open_input(uri: str, s3: S3Options | None = None) -> IO[bytes]:
+    """Open ``uri`` for binary reading; the handle is a context manager and streams from S3."""
+    fs, path = filesystem(uri, s3)
+    with _translated_errors(uri, s3):
+        return cast(IO[bytes], fs.open(path, "rb"))
+
+
+def read_bytes(uri: str, s3: S3Options | None = None) -> bytes:
+    """Read the whole object at ``uri`` (images are small enough to decode from memory)."""
+    fs, path = filesystem(uri, s3)
+    with _translated_errors(uri, s3):
+        return cast(bytes, fs.cat_file(path))
+
+
+def _write_local_atomic(path: str, data: bytes) -> None:
+    """Write via a hidden temp file in the target directory, then rename over ``path``.
+
+    The temp file lives beside the target so ``os.replace`` is a same-filesystem rename (atomic
+    on POSIX); it is created with mode 0o666 so the umask applies as for any normal file.
+    """
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(uri: str, data: bytes, s3: S3Options | None = None) -> None:
+    """Write ``data`` to ``uri`` so readers see either the old object or the complete new one.
+
+    Jobs are retried and resumed; a half-written mask must never look like a finished output.
+    Local files go through temp file + rename; an S3 PUT (or completed multipart upload) is
+    atomic by itself, and memory writes are too.
+    """
+    fs, path = filesystem(uri, s3)
+    with _translated_errors(uri, s3):
+        if _scheme(uri) in LOCAL_SCHEMES:
+            _write_local_atomic(path, data)
+        else:
+            fs.pipe_file(path, data)
+    logger.debug("wrote %d bytes to %s", len(data), uri)
+
+
+def _normalise_extensions(extensions: set[str] | None) -> frozenset[str] | None:
+    if extensions is None:
+        return None
+    return frozenset("." + ext.lower().lstrip(".") for ext in extensions)
+
+
+def _version_tag(info: dict[str, Any]) -> str:
+    """ETag for S3 (quotes stripped), otherwise the modification time as ISO-8601 UTC."""
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return str(etag).strip('"')
+    stamp = info.get("mtime", info.get("created", info.get("LastModified")))
+    if isinstance(stamp, datetime):
+        return stamp.astimezone(UTC).isoformat()
+    if isinstance(stamp, int | float):
+        return datetime.fromtimestamp(stamp, tz=UTC).isoformat()
+    return ""
+
+
+def list_files(
+    root_uri: str, extensions: set[str] | None = None, s3: S3Options | None = None
+) -> list[FileEntry]:
+    """List files under ``root_uri`` recursively, sorted by relative path.
+
+    ``extensions`` (e.g. ``{"jpg", ".PNG"}``) match case-insensitively; None keeps everything.
+    Directory entries and S3 "folder marker" keys ending in "/" are skipped. A root that does not
+    exist raises FileNotFoundError rather than silently yielding nothing.
+    """
+    fs, root_path = filesystem(root_uri, s3)
+    root_path = root_path.rstrip("/")
+    wanted = _normalise_extensions(extensions)
+    base = root_uri if _scheme(root_uri) else root_path
+    base = base if base.endswith("://") else base.rstrip("/")
+    prefix = f"{root_path}/"
+
+    with _translated_errors(root_uri, s3):
+        found = cast(dict[str, dict[str, Any]], fs.find(root_path, detail=True))
+        entries: list[FileEntry] = []
+        for name, info in found.items():
+            if info.get("type") == "directory" or name.endswith("/") or not name.startswith(prefix):
+                continue
+            relative = name[len(prefix) :]
+            if wanted is not None and posixpath.splitext(relative)[1].lower() not in wanted:
+                continue
+            entries.append(
+                FileEntry(
+                    uri=join_uri(base, relative),
+                    relative_path=relative,
+                    size=int(info.get("size") or 0),
+                    mtime_or_etag=_version_tag(info),
+                )
+            )
+        missing = not entries and not fs.exists(root_path)
+    if missing:
+        raise FileNotFoundError(errno.ENOENT, "No such directory or prefix", root_uri)
+
+    entries.sort(key=lambda entry: entry.relative_path)
+    logger.info("listed %d files under %s", len(entries), root_uri)
+    return entries
+
+
+def join_uri(root: str, relative: str) -> str:
+    """Join a trusted relative path (e.g. from ``list_files``) onto ``root`` with one "/".
+
+    Use ``safe_output_uri`` for anything that decides where outputs are written.
+    """
+    if root.endswith("://"):
+        return root + relative
+    return f"{root.rstrip('/')}/{relative}"
+
+
+def safe_output_uri(root: str, relative: str) -> str:
+    """Join ``relative`` onto the output ``root``, refusing keys that could land outside it.
+
+    Output keys derive from input names, which are not trusted: an absolute path, a backslash
+    path or enough ``..`` segments would otherwise overwrite arbitrary files or objects.
+    Harmless ``.``/``..`` segments are normalised so local and S3 outputs get the same key.
+    """
+    if not relative or not relative.strip():
+        raise ValueError(f"Output path under {root!r} is empty.")
+    if "\x00" in relative:
+        raise ValueError(f"Output path {relative!r} contains a NUL byte.")
+    if "\\" in relative:
+        raise ValueError(f"Output path {relative!r} contains a backslash; use '/' separators.")
+    if relative.startswith("/") or "://" in relative:
+        raise ValueError(f"Output path {relative!r} is absolute; it must be relative to {root!r}.")
+    normalised = posixpath.normpath(relative)
+    if normalised == ".." or normalised.startswith("../"):
+        raise ValueError(f"Output path {relative!r} escapes the output root {root!r}.")
+    if normalised == ".":
+        raise ValueError(f"Output path {relative!r} under {root!r} names the root itself, not a file.")
+    return join_uri(root, normalised)
