@@ -15,7 +15,9 @@ def resize_probabilities(probabilities: np.ndarray | torch.Tensor, size: tuple[i
     if tuple(tensor.shape) == tuple(size):
         return tensor.numpy()
     shrinking = size[0] < tensor.shape[0] or size[1] < tensor.shape[1]
-    out = F.interpolate(tensor[None, None], size=size, mode="bilinear", align_corners=False, antialias=shrinking)
+    out = F.interpolate(
+        tensor[None, None], size=size, mode="bilinear", align_corners=False, antialias=shrinking
+    )
     return out[0, 0].clamp_(0.0, 1.0).numpy()
 
 

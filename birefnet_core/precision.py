@@ -43,7 +43,9 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-def resolve_compute_dtype(device: torch.device, dtype: str | torch.dtype, strict: bool = False) -> torch.dtype:
+def resolve_compute_dtype(
+    device: torch.device, dtype: str | torch.dtype, strict: bool = False
+) -> torch.dtype:
     """The dtype to autocast to on `device`; reduced precision without hardware support falls back
     to float32 with a warning unless `strict`."""
     wanted = parse_dtype(dtype)

@@ -64,7 +64,9 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def working_size(variant: Variant | None, height: int, width: int, resolution: tuple[int, int] | None = None) -> tuple[int, int]:
+def working_size(
+    variant: Variant | None, height: int, width: int, resolution: tuple[int, int] | None = None
+) -> tuple[int, int]:
     """(height, width) the network sees for an image of this size.
 
     `resolution` (width, height) overrides the variant's; dynamic variants keep the native size
@@ -84,7 +86,8 @@ def prepare_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize an H x W x 3 uint8 image to `size` (height, width), bilinear with antialiasing like PIL."""
     if rgb.shape[:2] == tuple(size):
         return rgb
-    tensor = torch.from_numpy(rgb).permute(2, 0, 1)
+    # Decoders hand out read-only buffers; resizing never writes, but torch wants a writable one.
+    tensor = torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy()).permute(2, 0, 1)
     resized = TF.resize(tensor, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     return resized.permute(1, 2, 0).contiguous().numpy()
 

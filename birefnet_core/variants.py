@@ -49,17 +49,65 @@ VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
         _v("general", "swin_v1_l", (1024, 1024), "ZhengPeng7/BiRefNet", "BiRefNet-general-epoch_244.pth"),
-        _v("lite", "swin_v1_t", (1024, 1024), "ZhengPeng7/BiRefNet_lite", "BiRefNet-general-bb_swin_v1_tiny-epoch_232.pth"),
-        _v("lite-2k", "swin_v1_t", (2560, 1440), "ZhengPeng7/BiRefNet_lite-2K", "BiRefNet_lite-general-2K-epoch_232.pth"),
+        _v(
+            "lite",
+            "swin_v1_t",
+            (1024, 1024),
+            "ZhengPeng7/BiRefNet_lite",
+            "BiRefNet-general-bb_swin_v1_tiny-epoch_232.pth",
+        ),
+        _v(
+            "lite-2k",
+            "swin_v1_t",
+            (2560, 1440),
+            "ZhengPeng7/BiRefNet_lite-2K",
+            "BiRefNet_lite-general-2K-epoch_232.pth",
+        ),
         _v("hr", "swin_v1_l", (2048, 2048), "ZhengPeng7/BiRefNet_HR", "BiRefNet_HR-general-epoch_130.pth"),
-        _v("hr-matting", "swin_v1_l", (2048, 2048), "ZhengPeng7/BiRefNet_HR-matting", "BiRefNet_HR-matting-epoch_135.pth"),
-        _v("dynamic", "swin_v1_l", None, "ZhengPeng7/BiRefNet_dynamic", "BiRefNet_dynamic-general-epoch_174.pth"),
-        _v("matting", "swin_v1_l", (1024, 1024), "ZhengPeng7/BiRefNet-matting", "BiRefNet-matting-epoch_100.pth"),
-        _v("portrait", "swin_v1_l", (1024, 1024), "ZhengPeng7/BiRefNet-portrait", "BiRefNet-portrait-epoch_150.pth"),
+        _v(
+            "hr-matting",
+            "swin_v1_l",
+            (2048, 2048),
+            "ZhengPeng7/BiRefNet_HR-matting",
+            "BiRefNet_HR-matting-epoch_135.pth",
+        ),
+        _v(
+            "dynamic",
+            "swin_v1_l",
+            None,
+            "ZhengPeng7/BiRefNet_dynamic",
+            "BiRefNet_dynamic-general-epoch_174.pth",
+        ),
+        _v(
+            "matting",
+            "swin_v1_l",
+            (1024, 1024),
+            "ZhengPeng7/BiRefNet-matting",
+            "BiRefNet-matting-epoch_100.pth",
+        ),
+        _v(
+            "portrait",
+            "swin_v1_l",
+            (1024, 1024),
+            "ZhengPeng7/BiRefNet-portrait",
+            "BiRefNet-portrait-epoch_150.pth",
+        ),
         _v("dis", "swin_v1_l", (1024, 1024), "ZhengPeng7/BiRefNet-DIS5K", "BiRefNet-DIS-epoch_590.pth"),
         _v("cod", "swin_v1_l", (1024, 1024), "ZhengPeng7/BiRefNet-COD", "BiRefNet-COD-epoch_125.pth"),
-        _v("hrsod", "swin_v1_l", (1024, 1024), "ZhengPeng7/BiRefNet-HRSOD", "BiRefNet-HRSOD_DHU-epoch_115.pth"),
-        _v("massive", "swin_v1_l", (1024, 1024), "ZhengPeng7/BiRefNet-DIS5K-TR_TEs", "BiRefNet-massive-TR_DIS5K_TR_TEs-epoch_420.pth"),
+        _v(
+            "hrsod",
+            "swin_v1_l",
+            (1024, 1024),
+            "ZhengPeng7/BiRefNet-HRSOD",
+            "BiRefNet-HRSOD_DHU-epoch_115.pth",
+        ),
+        _v(
+            "massive",
+            "swin_v1_l",
+            (1024, 1024),
+            "ZhengPeng7/BiRefNet-DIS5K-TR_TEs",
+            "BiRefNet-massive-TR_DIS5K_TR_TEs-epoch_420.pth",
+        ),
     )
 }
 

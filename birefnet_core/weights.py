@@ -26,9 +26,11 @@ from .model.swin import SWIN_CONFIGS
 from .variants import VARIANTS, Variant, get_variant
 
 __all__ = [
+    "RANDOM_WEIGHTS",
     "CheckpointMismatchError",
     "WeightsInfo",
     "WeightsNotFoundError",
+    "cached_variant_file",
     "detect_backbone",
     "load_model",
     "load_state_dict",
@@ -41,6 +43,8 @@ Opener = Callable[[str], IO[bytes]]
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _SAFETENSORS_SUFFIXES = (".safetensors",)
 _LISTED_KEYS = 12
+#: Weights source that builds a seeded random network: smoke tests and demos only.
+RANDOM_WEIGHTS = "random"
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -62,8 +66,7 @@ class WeightsInfo:
     file_format: str
 
 
-def resolve_variant_file(variant: Variant) -> str:
-    """Path of a released variant's weights in the Hugging Face cache, downloading if reachable."""
+def _hf_download(variant: Variant, **kwargs: object) -> str:
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
@@ -71,16 +74,32 @@ def resolve_variant_file(variant: Variant) -> str:
             f"variant {variant.name!r} is resolved through the Hugging Face cache but huggingface_hub is not "
             "installed (pip install 'birefnet-ray[hf]'); or pass a local path or URI to the weights instead"
         ) from None
-    kwargs = {"repo_id": variant.hf_repo, "filename": variant.hf_file, "revision": variant.revision}
+    return hf_hub_download(
+        repo_id=variant.hf_repo, filename=variant.hf_file, revision=variant.revision, **kwargs
+    )
+
+
+def cached_variant_file(variant: Variant) -> str | None:
+    """Path of a released variant's weights if the Hugging Face cache already holds them."""
     try:
-        return hf_hub_download(**kwargs, local_files_only=True)
+        return _hf_download(variant, local_files_only=True)
+    except WeightsNotFoundError:
+        raise
     except Exception:
         log.debug("%s/%s is not cached", variant.hf_repo, variant.hf_file)
+        return None
+
+
+def resolve_variant_file(variant: Variant) -> str:
+    """Path of a released variant's weights in the Hugging Face cache, downloading if reachable."""
+    cached = cached_variant_file(variant)
+    if cached:
+        return cached
     if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("", "0", "false"):
         reason = "HF_HUB_OFFLINE is set"
     else:
         try:
-            return hf_hub_download(**kwargs, etag_timeout=10)
+            return _hf_download(variant, etag_timeout=10)
         except Exception as exc:
             reason = f"downloading it failed ({type(exc).__name__})"
     raise WeightsNotFoundError(
@@ -119,7 +138,9 @@ def _parse_checkpoint(data: bytes, source: str) -> tuple[dict[str, torch.Tensor]
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointMismatchError(f"{source!r} is neither a safetensors file nor a PyTorch state dict: {exc}") from exc
+        raise CheckpointMismatchError(
+            f"{source!r} is neither a safetensors file nor a PyTorch state dict: {exc}"
+        ) from exc
     for wrapper in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
@@ -184,6 +205,19 @@ def load_state_dict(
     return state_dict, info
 
 
+def _random_model(variant: Variant | None, device: str | torch.device, dtype: torch.dtype) -> BiRefNet:
+    backbone = variant.backbone if variant else "swin_v1_t"
+    log.warning("using RANDOM BiRefNet/%s weights: masks are meaningless (smoke tests only)", backbone)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model(backbone)
+    model.variant = variant
+    model.weights = WeightsInfo(
+        RANDOM_WEIGHTS, RANDOM_WEIGHTS, backbone, variant.name if variant else None, "random"
+    )
+    return model.to(device=device, dtype=dtype).eval()
+
+
 def load_model(
     variant_or_source: str,
     *,
@@ -195,13 +229,17 @@ def load_model(
 ) -> BiRefNet:
     """Build BiRefNet and load weights into it, strictly.
 
-    `variant_or_source` is a variant name (see `VARIANTS`), a local path or a URI (read with
-    `opener`). `variant` names the release a file belongs to, so its working size travels with the
+    `variant_or_source` is a variant name (see `VARIANTS`), a local path, a URI (read with
+    `opener`) or "random" (seeded random weights, for smoke tests). `variant` names the release a file belongs to, so its working size travels with the
     model and its backbone is checked against the file. `dtype` is the parameter dtype; for mixed
     precision keep float32 and let the predictor autocast. The returned model carries `.variant`
     (a `Variant` or None) and `.weights` (a `WeightsInfo`).
     """
-    requested = get_variant(variant or variant_or_source) if (variant or variant_or_source in VARIANTS) else None
+    requested = (
+        get_variant(variant or variant_or_source) if (variant or variant_or_source in VARIANTS) else None
+    )
+    if variant_or_source == RANDOM_WEIGHTS:
+        return _random_model(requested, device, dtype)
     state_dict, info = load_state_dict(variant_or_source, opener=opener, sha256=sha256)
     backbone = info.backbone
     if requested is not None and backbone not in ("unknown", requested.backbone):
@@ -214,8 +252,11 @@ def load_model(
         log.warning("could not tell the backbone of %s from its shapes; trying %s", info.source, backbone)
     model = create_model(backbone)
     _check_keys(model, state_dict, info.source)
-    model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state_dict.items()}, strict=True)
+    own = model.state_dict()
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()}, strict=True)
     model.variant = requested
-    model.weights = WeightsInfo(info.source, info.sha256, backbone, requested.name if requested else None, info.file_format)
+    model.weights = WeightsInfo(
+        info.source, info.sha256, backbone, requested.name if requested else None, info.file_format
+    )
     log.info("loaded BiRefNet/%s from %s (sha256 %s)", backbone, info.source, info.sha256[:12])
     return model.to(device=device, dtype=dtype).eval()

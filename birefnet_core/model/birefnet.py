@@ -70,7 +70,9 @@ class Decoder(nn.Module):
     def _with_patches(self, d: torch.Tensor, x: torch.Tensor, block: nn.Module) -> torch.Tensor:
         return torch.cat([d, block(resize(patchify(x, d), d.shape[2:]))], dim=1)
 
-    def forward(self, x: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor, f4: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor, f4: torch.Tensor
+    ) -> torch.Tensor:
         d4 = self._with_patches(f4, x, self.ipt_blk5)
         p4 = self._gradient_attention(self.decoder_block4(d4), 4)
         d3 = resize(p4, f3.shape[2:]) + self.lateral_block4(f3)
@@ -108,8 +110,12 @@ class BiRefNet(nn.Module):
         """Backbone features at full and half input scale, concatenated, with global context on f4."""
         full = self.bb(x)
         half = self.bb(resize(x, (x.shape[2] // 2, x.shape[3] // 2)))
-        f1, f2, f3, f4 = (torch.cat([a, resize(b, a.shape[2:])], dim=1) for a, b in zip(full, half, strict=True))
-        f4 = torch.cat([resize(f1, f4.shape[2:]), resize(f2, f4.shape[2:]), resize(f3, f4.shape[2:]), f4], dim=1)
+        f1, f2, f3, f4 = (
+            torch.cat([a, resize(b, a.shape[2:])], dim=1) for a, b in zip(full, half, strict=True)
+        )
+        f4 = torch.cat(
+            [resize(f1, f4.shape[2:]), resize(f2, f4.shape[2:]), resize(f3, f4.shape[2:]), f4], dim=1
+        )
         return [f1, f2, f3, f4]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

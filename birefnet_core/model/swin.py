@@ -190,7 +190,9 @@ class SwinTransformer(nn.Module):
         self.patch_embed = PatchEmbed(config.embed_dim)
         self.layers = nn.ModuleList(
             SwinStage(dim, depth, heads, config.window_size, downsample=i < 3)
-            for i, (dim, depth, heads) in enumerate(zip(self.channels, config.depths, config.num_heads, strict=True))
+            for i, (dim, depth, heads) in enumerate(
+                zip(self.channels, config.depths, config.num_heads, strict=True)
+            )
         )
         for i, dim in enumerate(self.channels):
             self.add_module(f"norm{i}", nn.LayerNorm(dim))
