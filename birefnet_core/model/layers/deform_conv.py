@@ -1,8 +1,8 @@
 """Modulated deformable convolution (DCNv2) with two interchangeable kernels.
 
 torchvision's `deform_conv2d` is the reference kernel, but it has no bfloat16 CPU implementation
-and does not export. `deform_conv2d_torch` computes the same thing from gathers and matmuls only,
-so it runs in any dtype on any device; sampling coordinates are always computed in float32
+and does not export. `deform_conv2d_torch` computes the same thing from `grid_sample` and one matmul,
+so it runs in any dtype on any device (and is faster on CPU); sampling is always done in float32
 because bf16 cannot even represent pixel positions above 256 exactly.
 """
 
@@ -22,65 +22,50 @@ def deform_conv2d_torch(
     weight: torch.Tensor,
     mask: torch.Tensor,
     padding: int,
+    chunk_bytes: int = 64 << 20,
 ) -> torch.Tensor:
     """Stride-1, dilation-1, single-group modulated deformable convolution.
 
     Same contract as `torchvision.ops.deform_conv2d` (offset channels are (dy, dx) pairs per
-    kernel tap in row-major order; samples outside the image read zero). The work is done one
-    kernel tap at a time, so memory stays at a few feature maps instead of an im2col buffer of
-    k*k maps: each tap gathers the four bilinear corners from a channels-last copy of `x`, mixes
-    them with the modulation mask and accumulates one (C -> O) matmul.
+    kernel tap in row-major order; samples outside the image read zero). Built as im2col + GEMM:
+    `grid_sample` gathers every tap's bilinear sample into a C*k*k x positions column matrix
+    (zero padding gives the out-of-image behaviour), the modulation mask scales it, and one matmul
+    with the flattened weight finishes the job. Positions are processed in chunks so the column
+    buffer stays under `chunk_bytes`. Sampling runs in float32; the matmul in `x.dtype`.
     """
     batch, channels, height, width = x.shape
     out_channels, _, kh, kw = weight.shape
+    taps = kh * kw
     out_h, out_w = offset.shape[-2:]
     positions = out_h * out_w
-    dtype = x.dtype
+    device = x.device
 
-    # Zero border of one pixel so that every out-of-range corner reads a real zero.
-    padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).reshape(batch, -1, channels)
-    padded_w = width + 2
-    batch_base = (torch.arange(batch, device=x.device) * (height + 2) * padded_w).view(batch, 1)
+    tap_y, tap_x = torch.meshgrid(
+        torch.arange(kh, device=device, dtype=torch.float32),
+        torch.arange(kw, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
+    base_y = torch.arange(out_h, device=device, dtype=torch.float32).view(1, 1, out_h, 1) - padding
+    base_x = torch.arange(out_w, device=device, dtype=torch.float32).view(1, 1, 1, out_w) - padding
+    offset = offset.float().view(batch, taps, 2, out_h, out_w)
+    # Pixel -> grid_sample's normalised coordinates (align_corners=False: pixel i is at (2i+1)/n - 1).
+    y = (base_y + tap_y.reshape(1, taps, 1, 1) + offset[:, :, 0]) * (2.0 / height) + (1.0 / height - 1.0)
+    xx = (base_x + tap_x.reshape(1, taps, 1, 1) + offset[:, :, 1]) * (2.0 / width) + (1.0 / width - 1.0)
+    grid = torch.stack((xx, y), dim=-1).view(batch, taps, positions, 2)
+    modulation = mask.float().reshape(batch, 1, taps, positions)
+    source = x.float()
+    weight_matrix = weight.reshape(out_channels, channels * taps).to(x.dtype)
 
-    base_y = torch.arange(out_h, device=x.device, dtype=torch.float32).view(out_h, 1) - padding
-    base_x = torch.arange(out_w, device=x.device, dtype=torch.float32).view(1, out_w) - padding
-    offset = offset.float().view(batch, kh * kw, 2, out_h, out_w)
-    mask = mask.float().view(batch, kh * kw, out_h, out_w)
-    flat = padded.reshape(-1, channels)
-
-    out = x.new_zeros(batch, positions, out_channels)
-    for tap in range(kh * kw):
-        ky, kx = divmod(tap, kw)
-        y = base_y + ky + offset[:, tap, 0]
-        xx = base_x + kx + offset[:, tap, 1]
-        inside = (y > -1) & (y < height) & (xx > -1) & (xx < width)
-        y = y.clamp(-1, height)
-        xx = xx.clamp(-1, width)
-        y0 = y.floor()
-        x0 = xx.floor()
-        wy1 = y - y0
-        wx1 = xx - x0
-        wy0 = 1 - wy1
-        wx0 = 1 - wx1
-        modulation = mask[:, tap] * inside
-        # +1 moves into the padded frame; the far corner of a clamped coordinate stays in range.
-        iy0 = (y0.long() + 1).clamp(0, height + 1)
-        ix0 = (x0.long() + 1).clamp(0, width + 1)
-        iy1 = (iy0 + 1).clamp(max=height + 1)
-        ix1 = (ix0 + 1).clamp(max=width + 1)
-        sampled = None
-        for iy, ix, wgt in (
-            (iy0, ix0, wy0 * wx0),
-            (iy0, ix1, wy0 * wx1),
-            (iy1, ix0, wy1 * wx0),
-            (iy1, ix1, wy1 * wx1),
-        ):
-            index = (iy * padded_w + ix).view(batch, positions) + batch_base
-            corner = flat.index_select(0, index.view(-1)).view(batch, positions, channels)
-            term = corner * (wgt * modulation).view(batch, positions, 1).to(dtype)
-            sampled = term if sampled is None else sampled + term
-        out = out + sampled @ weight[:, :, ky, kx].t().to(dtype)
-    return out.view(batch, out_h, out_w, out_channels).permute(0, 3, 1, 2)
+    out = x.new_empty(batch, out_channels, positions)
+    step = max(1, chunk_bytes // (4 * channels * taps * batch))
+    for start in range(0, positions, step):
+        window = slice(start, start + step)
+        columns = F.grid_sample(
+            source, grid[:, :, window], mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+        columns = (columns * modulation[..., window]).to(x.dtype).reshape(batch, channels * taps, -1)
+        out[..., window] = torch.matmul(weight_matrix, columns)
+    return out.view(batch, out_channels, out_h, out_w)
 
 
 def select_deform_kernel(x: torch.Tensor, force_torch: bool = False) -> str:

@@ -1,0 +1,228 @@
+"""The segmentation job's stages as plain batch functions (dict of arrays in, dict out).
+
+Each stage is Ray-agnostic so it can be tested on its own; `jobs.segment` wires them into a
+Ray Data pipeline. Per-input failures never raise: they become `error` rows carried to the
+manifest, and no output file is written for them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from birefnet_core.cutout import make_cutout
+from birefnet_core.postprocessing import mask_at_size
+from birefnet_core.precision import dtype_name
+from birefnet_core.predictor import Predictor
+from birefnet_core.preprocessing import prepare_image, to_rgb_uint8, working_size
+from birefnet_core.quality import mask_quality
+from birefnet_core.variants import get_variant
+from birefnet_core.weights import load_model
+from connectors.images import decode_image, encode_png
+from connectors.inputs import Source, read_source
+from connectors.manifest import write_manifest_part
+from connectors.storage import S3Options, open_input, safe_output_uri, write_bytes_atomic
+
+from .batches import column_batch, rows_of
+
+__all__ = ["FinishStage", "InferenceStage", "PrepareStage", "ReadStage", "output_key", "run_fields"]
+
+log = logging.getLogger(__name__)
+
+RECORD_KEYS = ("id", "uri", "relative_path", "version", "size", "data", "error")
+PREPARED_KEYS = (*RECORD_KEYS, "pixels", "height", "width", "decode_seconds")
+MODEL_KEYS = ("weights", "weights_source", "dtype")
+INFERRED_KEYS = (*RECORD_KEYS, "probs", "height", "width", "decode_seconds", "infer_seconds", *MODEL_KEYS)
+# Ray Data turns all-None object columns into float NaN, so "absent" is spelled with empty values.
+_EMPTY_PIXELS = np.zeros((0, 0, 3), np.uint8)
+_EMPTY_PROBS = np.zeros((0, 0), np.float16)
+NO_ERROR = ""
+NO_DATA = b""
+
+
+def output_key(kind: str, relative_path: str, suffix: str = ".png") -> str:
+    """`masks/a/b.png` for input `a/b.jpg`: the input's path with the output's extension."""
+    return f"{kind}/{PurePosixPath(relative_path).with_suffix(suffix)}"
+
+
+class ReadStage:
+    """Source rows (files or tar shards) -> one record per image, with its bytes or an error."""
+
+    def __init__(self, s3: S3Options, skip: dict[str, str] | None = None) -> None:
+        self.s3 = s3
+        self.skip = skip or {}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        records = []
+        for row in rows_of(batch):
+            source = Source(**{f.name: row[f.name] for f in dataclasses.fields(Source)})
+            for record in read_source(source, self.s3):
+                if record.error is None and self.skip.get(record.id) == record.version:
+                    continue
+                row = dataclasses.asdict(record)
+                row.update(data=row["data"] or NO_DATA, error=row["error"] or NO_ERROR)
+                records.append(row)
+        return column_batch(records, RECORD_KEYS)
+
+
+class PrepareStage:
+    """Decode, orient and resize to the working size on CPU; drops the bytes unless cut-outs need them."""
+
+    def __init__(
+        self, variant: str, resolution: tuple[int, int] | None, keep_bytes: bool, max_pixels: int
+    ) -> None:
+        self.variant = get_variant(variant)
+        self.resolution = resolution
+        self.keep_bytes = keep_bytes
+        self.max_pixels = max_pixels
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = []
+        for row in rows_of(batch):
+            started = time.perf_counter()
+            row.update(pixels=_EMPTY_PIXELS, height=0, width=0)
+            if not row["error"]:
+                try:
+                    rgb = to_rgb_uint8(decode_image(row["data"], row["uri"], self.max_pixels))
+                    size = working_size(self.variant, *rgb.shape[:2], self.resolution)
+                    row.update(pixels=prepare_image(rgb, size), height=rgb.shape[0], width=rgb.shape[1])
+                except Exception as exc:
+                    row["error"] = str(exc) if row["uri"] in str(exc) else f"{row['uri']}: {exc}"
+            if not self.keep_bytes or row["error"]:
+                row["data"] = NO_DATA
+            row["decode_seconds"] = time.perf_counter() - started
+            rows.append(row)
+        return column_batch(rows, PREPARED_KEYS)
+
+
+class InferenceStage:
+    """The accelerator stage: one model replica per actor, loaded once, fed working-size pixels."""
+
+    def __init__(
+        self,
+        weights: str,
+        variant: str,
+        resolution: tuple[int, int] | None,
+        device: str,
+        dtype: str,
+        s3: S3Options,
+        weights_sha256: str | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        model = load_model(
+            weights, variant=variant, sha256=weights_sha256, opener=lambda uri: open_input(uri, s3)
+        )
+        self.predictor = Predictor(
+            model,
+            resolution=resolution,
+            device=device,
+            dtype=dtype,
+            compile=compile,
+            channels_last=channels_last,
+        )
+        self.identity = {
+            "weights": model.weights.sha256,
+            "weights_source": model.weights.source,
+            "dtype": dtype_name(self.predictor.dtype),
+        }
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = list(rows_of(batch))
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, row in enumerate(rows):
+            row.update(probs=_EMPTY_PROBS, infer_seconds=0.0, **self.identity)
+            if not row["error"]:
+                by_shape.setdefault(row["pixels"].shape, []).append(i)
+        for indices in by_shape.values():
+            started = time.perf_counter()
+            try:
+                probs = self.predictor.infer(np.stack([rows[i]["pixels"] for i in indices]))
+            except Exception as exc:
+                log.exception("inference failed for a batch of %d", len(indices))
+                for i in indices:
+                    rows[i]["error"] = f"{rows[i]['uri']}: inference failed ({exc})"
+                continue
+            share = (time.perf_counter() - started) / len(indices)
+            for i, prob in zip(indices, probs, strict=True):
+                rows[i].update(probs=prob.astype(np.float16), infer_seconds=share)
+        return column_batch(rows, INFERRED_KEYS)
+
+
+class FinishStage:
+    """Masks and cut-outs at the original size, written atomically, plus a manifest part per batch."""
+
+    def __init__(
+        self, output: str, outputs: list[str], refine_foreground: bool, s3: S3Options, run: dict[str, Any]
+    ) -> None:
+        self.output = output
+        self.outputs = outputs
+        self.refine = refine_foreground
+        self.s3 = s3
+        self.run = run
+
+    def _write_outputs(self, row: dict[str, Any]) -> dict[str, Any]:
+        probs = row["probs"].astype(np.float32)
+        mask = mask_at_size(probs, (row["height"], row["width"]))
+        written: dict[str, Any] = mask_quality(probs).as_dict()
+        if "mask" in self.outputs:
+            uri = safe_output_uri(self.output, output_key("masks", row["relative_path"]))
+            write_bytes_atomic(uri, encode_png(mask), self.s3)
+            written["mask_uri"] = uri
+        if "cutout" in self.outputs:
+            rgb = to_rgb_uint8(decode_image(row["data"], row["uri"]))
+            uri = safe_output_uri(self.output, output_key("cutouts", row["relative_path"]))
+            write_bytes_atomic(uri, encode_png(make_cutout(rgb, mask, self.refine)), self.s3)
+            written["cutout_uri"] = uri
+        return written
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        manifest = []
+        for row in rows_of(batch):
+            started = time.perf_counter()
+            entry = {
+                "id": row["id"],
+                "source_uri": row["uri"],
+                "relative_path": row["relative_path"],
+                "source_size": int(row["size"]),
+                "source_version": row["version"],
+                "width": int(row["width"]) or None,
+                "height": int(row["height"]) or None,
+                "decode_seconds": float(row["decode_seconds"]),
+                "infer_seconds": float(row["infer_seconds"]) or None,
+                **{key: row[key] for key in MODEL_KEYS},
+                **self.run,
+            }
+            error = str(row["error"]) or None
+            if error is None:
+                try:
+                    entry.update(self._write_outputs(row))
+                except Exception as exc:
+                    error = f"{row['uri']}: writing outputs failed ({exc})"
+            entry.update(
+                status="ok" if error is None else "error",
+                error=error,
+                encode_seconds=time.perf_counter() - started,
+                processed_at=datetime.now(UTC),
+            )
+            manifest.append(entry)
+        write_manifest_part(self.output, manifest, self.s3)
+        return column_batch([{**m, "error": m["error"] or NO_ERROR} for m in manifest], ("id", "status", "error"))
+
+
+def run_fields(run_id: str, variant: str, resolution: tuple[int, int] | None) -> dict[str, Any]:
+    """Columns that are the same for every row of a run."""
+    if resolution is None:
+        size = get_variant(variant).size
+        resolution = size if size else None
+    return {
+        "run_id": run_id,
+        "variant": variant,
+        "resolution": f"{resolution[0]}x{resolution[1]}" if resolution else "dynamic",
+    }
