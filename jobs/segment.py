@@ -18,9 +18,16 @@ from dataclasses import asdict, dataclass
 import ray
 
 from birefnet_core.precision import cpu_has_native_bf16
+from birefnet_core.variants import VARIANTS
+from birefnet_core.weights import (
+    RANDOM_WEIGHTS,
+    CheckpointMismatchError,
+    WeightsNotFoundError,
+    resolve_variant_file,
+)
 from connectors.inputs import list_sources
 from connectors.manifest import completed_inputs
-from connectors.storage import join_uri, write_bytes_atomic
+from connectors.storage import StorageAuthError, filesystem, join_uri, write_bytes_atomic
 
 from .config import ConfigError, SegmentConfig, parse_args
 from .segment_stages import FinishStage, InferenceStage, PrepareStage, ReadStage, run_fields
@@ -67,6 +74,19 @@ def _previous_successes(config: SegmentConfig) -> dict[str, str]:
     return completed_inputs(config.output, config.s3) if config.skip_existing else {}
 
 
+def _check_weights(config: SegmentConfig) -> None:
+    """Fail before starting any actor when the weights cannot be found (actors would only retry)."""
+    source = config.weights_source
+    if source == RANDOM_WEIGHTS:
+        log.warning("--weights random: masks will be meaningless; the manifest records weights='random'")
+    elif source in VARIANTS:
+        resolve_variant_file(VARIANTS[source])
+    else:
+        fs, path = filesystem(source, config.s3)
+        if not fs.exists(path):
+            raise WeightsNotFoundError(f"weights {source!r} do not exist")
+
+
 def _device(config: SegmentConfig) -> str:
     if config.device != "auto":
         return config.device
@@ -76,6 +96,7 @@ def _device(config: SegmentConfig) -> str:
 def run(config: SegmentConfig) -> RunSummary:
     """Run the whole job and return its summary (the manifest holds the per-input detail)."""
     started = time.perf_counter()
+    _check_weights(config)
     _init_ray(config)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     device = _device(config)
@@ -189,8 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_args(argv)
         summary = run(config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    except (
+        ConfigError,
+        StorageAuthError,
+        FileNotFoundError,
+        WeightsNotFoundError,
+        CheckpointMismatchError,
+    ) as exc:
+        # Problems with the job as a whole (not with single inputs): one clear line, no traceback.
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     _report(summary, config)
     return 0 if summary.failure_fraction <= config.max_failure_fraction else 1

@@ -213,7 +213,9 @@ class FinishStage:
             )
             manifest.append(entry)
         write_manifest_part(self.output, manifest, self.s3)
-        return column_batch([{**m, "error": m["error"] or NO_ERROR} for m in manifest], ("id", "status", "error"))
+        return column_batch(
+            [{**m, "error": m["error"] or NO_ERROR} for m in manifest], ("id", "status", "error")
+        )
 
 
 def run_fields(run_id: str, variant: str, resolution: tuple[int, int] | None) -> dict[str, Any]:

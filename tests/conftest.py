@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from tests.ray_fixtures import embedded_ray  # noqa: F401  (fixture re-exported for every test)
+
 S3_START_TIMEOUT_S = 60.0
 
 

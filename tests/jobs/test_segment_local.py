@@ -1,0 +1,150 @@
+import io
+import os
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+from PIL import Image
+
+from connectors.manifest import read_manifest
+from jobs.config import build_config
+from jobs.segment import main, run
+from tests.jobs.corpus import BAD, BOMB_LIMIT, GOOD, expected_size, write_corpus
+
+
+def _config(src: Path, out: Path, **extra):
+    values = {
+        "input": str(src),
+        "output": str(out),
+        "variant": "lite",
+        "weights": "random",
+        "resolution": (64, 64),
+        "device": "cpu",
+        "dtype": "float32",
+        "batch_size": 2,
+        "outputs": ["mask", "cutout"],
+        "max_image_pixels": BOMB_LIMIT,
+        **extra,
+    }
+    return build_config(values)
+
+
+@pytest.fixture(scope="module")
+def first_run(embedded_ray, tmp_path_factory):
+    src = tmp_path_factory.mktemp("in")
+    out = tmp_path_factory.mktemp("out")
+    write_corpus(src)
+    return src, out, run(_config(src, out))
+
+
+def test_every_input_gets_one_manifest_row(first_run):
+    _, out, summary = first_run
+    table = read_manifest(str(out))
+    assert table.num_rows == len(GOOD) + len(BAD)
+    assert (summary.ok, summary.failed) == (len(GOOD), len(BAD))
+    statuses = dict(zip(table["relative_path"].to_pylist(), table["status"].to_pylist(), strict=True))
+    assert {k for k, v in statuses.items() if v == "ok"} == set(GOOD)
+
+
+def test_masks_and_cutouts_have_each_inputs_exact_size(first_run):
+    _, out, _ = first_run
+    for name in GOOD:
+        stem = Path(name).with_suffix(".png")
+        mask = Image.open(out / "masks" / stem)
+        cutout = Image.open(out / "cutouts" / stem)
+        h, w = expected_size(name)
+        assert (mask.mode, mask.size) == ("L", (w, h)), name
+        assert (cutout.mode, cutout.size) == ("RGBA", (w, h)), name
+
+
+def test_bad_inputs_get_clear_errors_and_no_outputs(first_run):
+    src, out, _ = first_run
+    table = read_manifest(str(out))
+    errors = table.filter(pc.equal(table["status"], "error"))
+    messages = dict(zip(errors["relative_path"].to_pylist(), errors["error"].to_pylist(), strict=True))
+    assert set(messages) == set(BAD)
+    for name, message in messages.items():
+        assert str(src / name) in message, message
+    assert "empty" in messages["empty.png"]
+    assert "not a recognised image" in messages["text.jpg"]
+    assert "pixel limit" in messages["bomb.png"]
+    assert "truncated" in messages["truncated.jpg"].lower() or "decode" in messages["truncated.jpg"]
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    for name in BAD:
+        assert not any(Path(name).stem in w for w in written if not w.startswith(("manifest/", "runs/")))
+    assert not [w for w in written if Path(w).name.startswith(".")], "temporary files left behind"
+
+
+def test_manifest_records_model_and_quality(first_run):
+    _, out, summary = first_run
+    row = (
+        read_manifest(str(out))
+        .filter(pc.equal(read_manifest(str(out))["relative_path"], "a.jpg"))
+        .to_pylist()[0]
+    )
+    assert row["weights"] == "random" and row["variant"] == "lite" and row["resolution"] == "64x64"
+    assert row["dtype"] == "float32" and row["run_id"] == summary.run_id
+    assert (row["width"], row["height"]) == (96, 64)
+    assert 0 <= row["mean_confidence"] <= 1 and 0 <= row["uncertain_fraction"] <= 1
+    assert row["mask_uri"].endswith("masks/a.png") and row["cutout_uri"].endswith("cutouts/a.png")
+    assert row["decode_seconds"] > 0 and row["infer_seconds"] > 0 and row["encode_seconds"] > 0
+    assert (out / "runs" / summary.run_id / "config.json").is_file()
+
+
+def test_rerun_skips_done_inputs_and_redoes_changed_ones(first_run):
+    src, out, _ = first_run
+    changed = src / "a.jpg"
+    stat = changed.stat()
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    summary = run(_config(src, out))
+    assert summary.skipped == len(GOOD)
+    assert (summary.ok, summary.failed) == (1, len(BAD))
+    latest = read_manifest(str(out)).filter(pc.equal(read_manifest(str(out))["run_id"], summary.run_id))
+    assert sorted(latest["relative_path"].to_pylist()) == sorted(["a.jpg", *BAD])
+
+
+def test_exit_code_follows_the_failure_fraction(embedded_ray, tmp_path, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_corpus(src)
+    args = [
+        "--input",
+        str(src),
+        "--output",
+        str(out),
+        "--variant",
+        "lite",
+        "--weights",
+        "random",
+        "--resolution",
+        "64",
+        "--device",
+        "cpu",
+        "--max-image-pixels",
+        str(BOMB_LIMIT),
+        "--no-skip-existing",
+    ]
+    assert main([*args, "--max-failure-fraction", "0.1"]) == 1
+    printed = capsys.readouterr().out
+    assert "4 ok, 4 failed" in printed and "FAILED" in printed and str(out / "manifest") in printed
+    assert main([*args, "--max-failure-fraction", "0.5"]) == 0
+
+
+def test_job_level_problems_are_one_clear_line(tmp_path, capsys):
+    assert (
+        main(["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o"), "--weights", "random"])
+        == 2
+    )
+    assert "missing" in capsys.readouterr().err
+    assert (
+        main(
+            ["--input", str(tmp_path), "--output", str(tmp_path / "o"), "--weights", str(tmp_path / "w.pth")]
+        )
+        == 2
+    )
+    assert "w.pth" in capsys.readouterr().err
+
+
+def test_png_outputs_decode(first_run):
+    _, out, _ = first_run
+    data = (out / "masks" / "a.png").read_bytes()
+    assert Image.open(io.BytesIO(data)).getextrema()[1] <= 255

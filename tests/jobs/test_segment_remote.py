@@ -1,0 +1,114 @@
+"""The job as users run it: a separate process on S3, and `ray job submit` on a real cluster."""
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from PIL import Image
+
+from tests.jobs.corpus import BAD, BOMB_LIMIT, GOOD, corpus_files, expected_size, write_corpus
+from tests.ray_cluster import local_ray_cluster, submit_and_wait
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+JOB_FLAGS = [
+    "--variant",
+    "lite",
+    "--weights",
+    "random",
+    "--resolution",
+    "64",
+    "--device",
+    "cpu",
+    "--max-image-pixels",
+    str(BOMB_LIMIT),
+    "--max-failure-fraction",
+    "0.5",
+]
+
+
+def _run_job(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.segment", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _s3_env(server, secret: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS"))}
+    env.update(AWS_ACCESS_KEY_ID=server.key, AWS_SECRET_ACCESS_KEY=secret, AWS_EC2_METADATA_DISABLED="true")
+    return env
+
+
+def test_s3_to_s3(s3_server, s3_bucket):
+    fs = s3_server.filesystem()
+    for name, data in corpus_files().items():
+        fs.pipe(f"{s3_bucket}/photos/{name}", data)
+    result = _run_job(
+        [
+            "--input",
+            f"s3://{s3_bucket}/photos",
+            "--output",
+            f"s3://{s3_bucket}/results",
+            "--s3-endpoint-url",
+            s3_server.endpoint_url,
+            "--num-cpus",
+            "2",
+            "--object-store-memory",
+            "150000000",
+            *JOB_FLAGS,
+        ],
+        _s3_env(s3_server, s3_server.secret),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"{len(GOOD)} ok, {len(BAD)} failed" in result.stdout
+    for name in GOOD:
+        key = f"{s3_bucket}/results/masks/{Path(name).with_suffix('.png').as_posix()}"
+        h, w = expected_size(name)
+        assert Image.open(io.BytesIO(fs.cat(key))).size == (w, h), name
+    parts = fs.glob(f"{s3_bucket}/results/manifest/*.parquet")
+    rows = sum(pq.read_table(io.BytesIO(fs.cat(p))).num_rows for p in parts)
+    assert rows == len(GOOD) + len(BAD)
+    written = fs.find(f"{s3_bucket}/results/masks")
+    assert len(written) == len(GOOD)
+
+
+def test_wrong_secret_fails_with_a_clear_error(s3_server, s3_bucket):
+    s3_server.filesystem().pipe(f"{s3_bucket}/photos/a.jpg", corpus_files()["a.jpg"])
+    result = _run_job(
+        [
+            "--input",
+            f"s3://{s3_bucket}/photos",
+            "--output",
+            f"s3://{s3_bucket}/results",
+            "--s3-endpoint-url",
+            s3_server.endpoint_url,
+            *JOB_FLAGS,
+        ],
+        _s3_env(s3_server, "not-the-secret"),
+    )
+    assert result.returncode == 2
+    assert "credentials were rejected" in result.stderr and s3_bucket in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ray_job_submit_on_a_cluster(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_corpus(src)
+    entrypoint = " ".join(["python -m jobs.segment", "--input", str(src), "--output", str(out), *JOB_FLAGS])
+    with local_ray_cluster(tmp_path) as cluster:
+        status, logs = submit_and_wait(cluster, entrypoint, working_dir=REPO_ROOT, timeout=300)
+    assert status == "SUCCEEDED", logs
+    assert f"{len(GOOD)} ok, {len(BAD)} failed" in logs
+    for name in GOOD:
+        h, w = expected_size(name)
+        assert Image.open(out / "masks" / Path(name).with_suffix(".png")).size == (w, h)
+    assert sum(pq.read_table(p).num_rows for p in (out / "manifest").glob("*.parquet")) == len(GOOD) + len(
+        BAD
+    )
