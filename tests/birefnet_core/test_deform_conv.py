@@ -27,8 +27,9 @@ def test_module_gives_the_same_result_with_either_kernel(monkeypatch):
     torch.nn.init.normal_(layer.offset_conv.weight, std=0.5)
     x = torch.randn(2, 8, 16, 20)
     with torch.inference_mode():
+        monkeypatch.setattr(DeformableConv2d, "kernel", "torchvision")
         reference = layer(x)
-        monkeypatch.setattr(DeformableConv2d, "force_torch_kernel", True)
+        monkeypatch.setattr(DeformableConv2d, "kernel", "torch")
         pure = layer(x)
     assert (reference - pure).abs().max().item() <= 1e-4
 
@@ -43,3 +44,11 @@ def test_pure_kernel_runs_in_bfloat16_close_to_float32():
     half = deform_conv2d_torch(x.bfloat16(), offset.bfloat16(), weight.bfloat16(), mask.bfloat16(), 1)
     assert half.dtype == torch.bfloat16
     assert (half.float() - full).abs().max().item() < 0.1 * full.abs().max().item()
+
+
+def test_kernel_choice_follows_device_and_dtype():
+    from birefnet_core.model.layers.deform_conv import select_deform_kernel
+
+    assert select_deform_kernel(torch.zeros(1)) == "torch"
+    assert select_deform_kernel(torch.zeros(1, dtype=torch.bfloat16)) == "torch"
+    assert select_deform_kernel(torch.zeros(1), "torchvision") == "torchvision"

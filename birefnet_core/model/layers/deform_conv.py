@@ -68,11 +68,17 @@ def deform_conv2d_torch(
     return out.view(batch, out_channels, out_h, out_w)
 
 
-def select_deform_kernel(x: torch.Tensor, force_torch: bool = False) -> str:
-    """Pick 'torchvision' where its kernel runs this dtype on this device, else 'torch'."""
-    if force_torch or torch.jit.is_scripting() or torch.compiler.is_compiling():
+def select_deform_kernel(x: torch.Tensor, preference: str = "auto") -> str:
+    """'torchvision' on CUDA in float32/float16, where its kernel is native; 'torch' elsewhere.
+
+    On CPU the im2col kernel is also the faster one (BiRefNet-lite at 1024x1024 on 2 AVX2 cores:
+    12.6 s per image against 16.6 s with torchvision's kernel; 2.4 s against 4.1 s at 512x512).
+    """
+    if preference != "auto":
+        return preference
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
         return "torch"
-    if x.dtype == torch.float32 or (x.is_cuda and x.dtype == torch.float16):
+    if x.is_cuda and x.dtype in (torch.float32, torch.float16):
         return "torchvision"
     return "torch"
 
@@ -84,7 +90,8 @@ class DeformableConv2d(nn.Module):
     BiRefNet checkpoints.
     """
 
-    force_torch_kernel: bool = False
+    #: "auto", "torch" or "torchvision"; a class attribute so a whole model can be switched.
+    kernel: str = "auto"
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int) -> None:
         super().__init__()
@@ -98,7 +105,7 @@ class DeformableConv2d(nn.Module):
         offset = self.offset_conv(x)
         mask = 2.0 * torch.sigmoid(self.modulator_conv(x))
         weight = self.regular_conv.weight
-        if select_deform_kernel(x, self.force_torch_kernel) == "torch":
+        if select_deform_kernel(x, self.kernel) == "torch":
             return deform_conv2d_torch(x, offset, weight, mask, self.padding)
         with torch.autocast(x.device.type, enabled=False):
             dtype = x.dtype
