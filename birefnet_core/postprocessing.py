@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-__all__ = ["mask_at_size", "probabilities_to_uint8", "resize_probabilities"]
+__all__ = ["probabilities_to_uint8", "resize_mask", "resize_probabilities"]
 
 
 def resize_probabilities(probabilities: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -24,18 +24,25 @@ def resize_probabilities(probabilities: np.ndarray | torch.Tensor, size: tuple[i
 
 def probabilities_to_uint8(probabilities: np.ndarray) -> np.ndarray:
     """[0, 1] floats -> 0..255 uint8, rounded to nearest."""
-    return np.clip(np.rint(probabilities * 255.0), 0, 255).astype(np.uint8)
+    scaled = np.multiply(probabilities, 255.0, dtype=np.float32)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    return np.rint(scaled, out=scaled).astype(np.uint8)
 
 
-def mask_at_size(probabilities: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Working-size probabilities -> 8-bit mask of `size` (height, width), the fast path for jobs.
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """8-bit h x w mask -> `size` (height, width), bilinear (antialiased when shrinking).
 
-    Quantises first and resizes the uint8 map (as the reference does with PIL), which is several
-    times cheaper than resizing floats at full resolution; differs from `resize_probabilities`
-    by at most one grey level.
+    Resizing the quantised map (as the reference does with PIL) is several times cheaper than
+    resizing floats at full resolution, and differs from `resize_probabilities` by at most one
+    grey level.
     """
-    small = torch.from_numpy(probabilities_to_uint8(np.asarray(probabilities, dtype=np.float32)))
-    if tuple(small.shape) == tuple(size):
-        return small.numpy()
-    resized = TF.resize(small[None], list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    if tuple(mask.shape) == tuple(size):
+        return mask
+    shrinking = size[0] < mask.shape[0] or size[1] < mask.shape[1]
+    resized = TF.resize(
+        torch.from_numpy(mask)[None],
+        list(size),
+        interpolation=TF.InterpolationMode.BILINEAR,
+        antialias=shrinking,
+    )
     return resized[0].numpy()

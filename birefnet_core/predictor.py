@@ -76,15 +76,22 @@ class Predictor:
         return PreparedImage(prepare_image(rgb, self.size_for(*original)), original)
 
     @torch.inference_mode()
-    def infer(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Accelerator stage: B x h x w x 3 uint8 (one working size) -> B x h x w float32 probabilities."""
+    def infer(self, pixels: np.ndarray | torch.Tensor, quantize: bool = False) -> np.ndarray:
+        """Accelerator stage: B x h x w x 3 uint8 (one working size) -> B x h x w probabilities.
+
+        float32 in [0, 1], or with `quantize` uint8 0..255 rounded on the device, which halves
+        what travels back and spares the CPU stages a pass over the map.
+        """
         batch = torch.as_tensor(pixels).to(self.device, non_blocking=True)
         x = normalize_batch(batch, self.mean, self.std)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             logits = self._forward(x)
-        return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+        probs = torch.sigmoid(logits.float())[:, 0]
+        if quantize:
+            probs = probs.mul_(255.0).round_().to(torch.uint8)
+        return probs.cpu().numpy()
 
     def finish(self, probabilities: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
         """CPU stage: working-size probabilities -> original-size float32 mask in [0, 1]."""

@@ -49,7 +49,7 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
         if image.mode in _HIGH_BIT_MODES:
             image = np.asarray(image)
         else:
-            return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
@@ -95,8 +95,13 @@ def prepare_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def normalize_batch(
     pixels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """B x H x W x 3 uint8 -> B x 3 x H x W float, scaled to [0, 1] and normalised."""
-    x = pixels.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
-    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
-    return x.sub_(m).div_(s).to(dtype)
+    """B x H x W x 3 uint8 -> B x 3 x H x W float, scaled to [0, 1] and normalised.
+
+    One converting copy into NCHW, then an in-place multiply-add ((x/255 - m)/s == x * a + b).
+    """
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=pixels.device).view(1, 3, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], device=pixels.device).view(
+        1, 3, 1, 1
+    )
+    x = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+    return x.mul_(scale).add_(shift).to(dtype)

@@ -28,15 +28,23 @@ class MaskQuality:
         return asdict(self)
 
 
-def mask_quality(probabilities: np.ndarray) -> MaskQuality:
-    """Signals of a float [0, 1] or uint8 0..255 probability map."""
-    p = probabilities.astype(np.float32) / 255.0 if probabilities.dtype == np.uint8 else probabilities
-    if p.size == 0:
+_LEVELS = np.arange(256, dtype=np.float64) / 255.0
+
+
+def mask_quality(mask: np.ndarray) -> MaskQuality:
+    """Signals of an 8-bit mask (0..255), computed from its histogram in one pass.
+
+    Float probabilities are quantised first, so both inputs give the same numbers.
+    """
+    if mask.size == 0:
         raise ValueError("cannot score an empty mask")
-    foreground = float(np.count_nonzero(p >= 0.5)) / p.size
+    if mask.dtype != np.uint8:
+        mask = np.rint(np.clip(mask, 0.0, 1.0) * 255.0).astype(np.uint8)
+    share = np.bincount(mask.ravel(), minlength=256) / mask.size
+    foreground = float(share[_LEVELS >= 0.5].sum())
     return MaskQuality(
-        mean_confidence=float(np.abs(2.0 * p - 1.0).mean()),
-        uncertain_fraction=float(np.count_nonzero((p > 0.1) & (p < 0.9))) / p.size,
+        mean_confidence=float((share * np.abs(2.0 * _LEVELS - 1.0)).sum()),
+        uncertain_fraction=float(share[(_LEVELS > 0.1) & (_LEVELS < 0.9)].sum()),
         foreground_fraction=foreground,
         is_empty=foreground < EMPTY_FRACTION,
         is_full=foreground > 1.0 - EMPTY_FRACTION,

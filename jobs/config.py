@@ -59,6 +59,9 @@ class SegmentConfig(BaseModel):
     num_gpus_per_actor: float | None = Field(
         None, ge=0, description="GPUs per actor (fractional allowed); default 1 on cuda, 0 on cpu."
     )
+    cpu_threads: int | None = Field(
+        None, ge=1, description="Torch threads of a CPU inference actor; default: all cores of its node."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where inference runs; auto = cuda when the cluster has GPUs."
     )
@@ -183,6 +186,7 @@ _FLAGS: dict[str, dict[str, Any]] = {
     "batch_size": {"type": int},
     "concurrency": {},
     "num_gpus_per_actor": {"type": float},
+    "cpu_threads": {"type": int},
     "device": {},
     "dtype": {},
     "compile": {"action": argparse.BooleanOptionalAction},

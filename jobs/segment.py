@@ -16,6 +16,7 @@ import uuid
 from dataclasses import asdict, dataclass
 
 import ray
+from ray.data import ActorPoolStrategy
 
 from birefnet_core.precision import cpu_has_native_bf16
 from birefnet_core.variants import VARIANTS
@@ -87,6 +88,11 @@ def _check_weights(config: SegmentConfig) -> None:
             raise WeightsNotFoundError(f"weights {source!r} do not exist")
 
 
+def _cpu_pool() -> ActorPoolStrategy:
+    """CPU stages scale between one worker and eight as Ray Data's backpressure asks."""
+    return ActorPoolStrategy(min_size=1, max_size=8)
+
+
 def _device(config: SegmentConfig) -> str:
     if config.device != "auto":
         return config.device
@@ -126,7 +132,7 @@ def run(config: SegmentConfig) -> RunSummary:
     low, high = config.concurrency
     ds = ray.data.from_items([asdict(s) for s in sources], override_num_blocks=max(1, min(len(sources), 200)))
     ds = ds.map_batches(
-        ReadStage, fn_constructor_kwargs={"s3": config.s3, "skip": skip}, batch_size=4, concurrency=(1, 8)
+        ReadStage, fn_constructor_kwargs={"s3": config.s3, "skip": skip}, batch_size=4, compute=_cpu_pool()
     )
     ds = ds.map_batches(
         PrepareStage,
@@ -137,7 +143,7 @@ def run(config: SegmentConfig) -> RunSummary:
             "max_pixels": config.max_image_pixels,
         },
         batch_size=config.batch_size,
-        concurrency=(1, 8),
+        compute=_cpu_pool(),
     )
     ds = ds.map_batches(
         InferenceStage,
@@ -151,9 +157,10 @@ def run(config: SegmentConfig) -> RunSummary:
             "weights_sha256": config.weights_sha256,
             "compile": config.compile,
             "channels_last": config.channels_last,
+            "cpu_threads": config.cpu_threads,
         },
         batch_size=config.batch_size,
-        concurrency=low if low == high else (low, high),
+        compute=ActorPoolStrategy(min_size=low, max_size=high),
         num_gpus=gpus,
         num_cpus=1,
     )
@@ -167,7 +174,7 @@ def run(config: SegmentConfig) -> RunSummary:
             "run": run_fields(run_id, config.variant, config.resolution),
         },
         batch_size=max(config.batch_size, 16),
-        concurrency=(1, 8),
+        compute=_cpu_pool(),
     )
     ok = failed = 0
     errors: list[str] = []

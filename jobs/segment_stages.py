@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -17,14 +18,15 @@ from typing import Any
 import numpy as np
 
 from birefnet_core.cutout import make_cutout
-from birefnet_core.postprocessing import mask_at_size
+from birefnet_core.postprocessing import resize_mask
 from birefnet_core.precision import dtype_name
 from birefnet_core.predictor import Predictor
 from birefnet_core.preprocessing import prepare_image, to_rgb_uint8, working_size
 from birefnet_core.quality import mask_quality
+from birefnet_core.runtime import set_cpu_threads
 from birefnet_core.variants import get_variant
 from birefnet_core.weights import load_model
-from connectors.images import decode_image, encode_png
+from connectors.images import decode_image, encode_mask_png, encode_png
 from connectors.inputs import Source, read_source
 from connectors.manifest import write_manifest_part
 from connectors.storage import S3Options, open_input, safe_output_uri, write_bytes_atomic
@@ -41,7 +43,7 @@ MODEL_KEYS = ("weights", "weights_source", "dtype")
 INFERRED_KEYS = (*RECORD_KEYS, "probs", "height", "width", "decode_seconds", "infer_seconds", *MODEL_KEYS)
 # Ray Data turns all-None object columns into float NaN, so "absent" is spelled with empty values.
 _EMPTY_PIXELS = np.zeros((0, 0, 3), np.uint8)
-_EMPTY_PROBS = np.zeros((0, 0), np.float16)
+_EMPTY_PROBS = np.zeros((0, 0), np.uint8)
 NO_ERROR = ""
 NO_DATA = b""
 
@@ -81,6 +83,7 @@ class PrepareStage:
         self.resolution = resolution
         self.keep_bytes = keep_bytes
         self.max_pixels = max_pixels
+        set_cpu_threads(1)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = []
@@ -115,7 +118,11 @@ class InferenceStage:
         weights_sha256: str | None = None,
         compile: bool = False,
         channels_last: bool = False,
+        cpu_threads: int | None = None,
     ) -> None:
+        if device == "cpu":
+            # Ray caps a 1-CPU actor at one thread; CPU inference should use the whole node.
+            set_cpu_threads(cpu_threads or os.cpu_count() or 1)
         model = load_model(
             weights, variant=variant, sha256=weights_sha256, opener=lambda uri: open_input(uri, s3)
         )
@@ -143,7 +150,7 @@ class InferenceStage:
         for indices in by_shape.values():
             started = time.perf_counter()
             try:
-                probs = self.predictor.infer(np.stack([rows[i]["pixels"] for i in indices]))
+                probs = self.predictor.infer(np.stack([rows[i]["pixels"] for i in indices]), quantize=True)
             except Exception as exc:
                 log.exception("inference failed for a batch of %d", len(indices))
                 for i in indices:
@@ -151,7 +158,7 @@ class InferenceStage:
                 continue
             share = (time.perf_counter() - started) / len(indices)
             for i, prob in zip(indices, probs, strict=True):
-                rows[i].update(probs=prob.astype(np.float16), infer_seconds=share)
+                rows[i].update(probs=prob, infer_seconds=share)
         return column_batch(rows, INFERRED_KEYS)
 
 
@@ -166,14 +173,15 @@ class FinishStage:
         self.refine = refine_foreground
         self.s3 = s3
         self.run = run
+        set_cpu_threads(1)
 
     def _write_outputs(self, row: dict[str, Any]) -> dict[str, Any]:
-        probs = row["probs"].astype(np.float32)
-        mask = mask_at_size(probs, (row["height"], row["width"]))
-        written: dict[str, Any] = mask_quality(probs).as_dict()
+        small = row["probs"]
+        written: dict[str, Any] = mask_quality(small).as_dict()
+        mask = resize_mask(small, (row["height"], row["width"]))
         if "mask" in self.outputs:
             uri = safe_output_uri(self.output, output_key("masks", row["relative_path"]))
-            write_bytes_atomic(uri, encode_png(mask), self.s3)
+            write_bytes_atomic(uri, encode_mask_png(mask), self.s3)
             written["mask_uri"] = uri
         if "cutout" in self.outputs:
             rgb = to_rgb_uint8(decode_image(row["data"], row["uri"]))
