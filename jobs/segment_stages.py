@@ -177,7 +177,7 @@ class FinishStage:
 
     def _write_outputs(self, row: dict[str, Any]) -> dict[str, Any]:
         small = row["probs"]
-        written: dict[str, Any] = mask_quality(small).as_dict()
+        written: dict[str, Any] = {**mask_quality(small).as_dict(), "tile_count": 1, "chunk_count": 1}
         mask = resize_mask(small, (row["height"], row["width"]))
         if "mask" in self.outputs:
             uri = safe_output_uri(self.output, output_key("masks", row["relative_path"]))

@@ -1,0 +1,27 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jobs.config import build_config
+
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+
+
+@pytest.mark.parametrize("path", sorted(INFRA.glob("examples/*.yaml")), ids=lambda p: p.name)
+def test_example_job_configs_validate(path):
+    config = build_config(yaml.safe_load(path.read_text()))
+    assert config.input and config.output
+
+
+def test_kuberay_job_runs_the_segmentation_entrypoint_with_an_existing_config():
+    job = yaml.safe_load((INFRA / "kuberay" / "rayjob.yaml").read_text())
+    entrypoint = job["spec"]["entrypoint"]
+    assert entrypoint.startswith("python -m jobs.segment")
+    config = entrypoint.split("--config ")[1].removeprefix("/app/")
+    assert (INFRA.parent / config).is_file()
+
+
+def test_cluster_launcher_config_parses():
+    cluster = yaml.safe_load((INFRA / "cluster.yaml").read_text())
+    assert cluster["head_node_type"] in cluster["available_node_types"]
