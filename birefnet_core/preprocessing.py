@@ -19,7 +19,7 @@ __all__ = ["DYNAMIC_MAX_SIDE", "normalize_batch", "prepare_image", "to_rgb_uint8
 
 #: Longest side the `dynamic` variant was trained at; larger inputs are scaled down to it.
 DYNAMIC_MAX_SIDE = 2304
-_HIGH_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+_HIGH_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 
 def _numeric_to_uint8(array: np.ndarray) -> np.ndarray:
@@ -27,12 +27,12 @@ def _numeric_to_uint8(array: np.ndarray) -> np.ndarray:
         return array
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
-    if array.dtype == np.uint16:
-        return (array.astype(np.uint32) * 255 // 65535).astype(np.uint8)
     if np.issubdtype(array.dtype, np.integer):
-        # 32-bit integer images (PIL mode "I") usually hold 16-bit data.
-        top = 65535 if array.max(initial=0) > 255 else 255
-        return (np.clip(array, 0, top).astype(np.float64) * (255 / top)).round().astype(np.uint8)
+        # uint16 and 32-bit integer images (PIL mode "I", which usually holds 16-bit data) are
+        # scaled from 0..65535, rounded to nearest; integer data that fits in 0..255 is kept.
+        top = 65535 if array.dtype == np.uint16 or array.max(initial=0) > 255 else 255
+        clipped = np.clip(array, 0, top).astype(np.uint32)
+        return ((clipped * 255 + top // 2) // top).astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
         return (np.clip(np.nan_to_num(array), 0.0, 1.0) * 255).round().astype(np.uint8)
     raise TypeError(f"unsupported pixel type {array.dtype}")
@@ -46,7 +46,10 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
     float in [0, 1]. Alpha is dropped as in the reference; 16-bit data is scaled, not clipped.
     """
     if hasattr(image, "mode") and hasattr(image, "convert"):
-        if image.mode in _HIGH_BIT_MODES:
+        if image.mode == "F":
+            # PIL float images carry the 0..255 range of the 8-bit data they came from.
+            image = np.asarray(image) / 255.0
+        elif image.mode in _HIGH_BIT_MODES:
             image = np.asarray(image)
         else:
             return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
@@ -79,7 +82,7 @@ def working_size(
             raise ValueError(f"working resolution {w}x{h} must be a multiple of 32 on both sides")
         return h, w
     scale = min(1.0, DYNAMIC_MAX_SIDE / max(height, width))
-    return (max(32, round(height * scale / 32) * 32), max(32, round(width * scale / 32) * 32))
+    return (max(32, int(height * scale / 32 + 0.5) * 32), max(32, int(width * scale / 32 + 0.5) * 32))
 
 
 def prepare_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -14,6 +14,9 @@ __all__ = ["ImageDecodeError", "decode_image", "encode_mask_png", "encode_png"]
 
 #: Refuse images above this many pixels (decompression bombs); tiled scene inputs bypass this.
 MAX_IMAGE_PIXELS = 20_000 * 20_000
+# decode_image enforces its caller's limit right after reading the header; Pillow's own global
+# limit (89 MP, a warning promoted to an error here) would otherwise refuse 100 MP photographs.
+Image.MAX_IMAGE_PIXELS = None
 
 
 class ImageDecodeError(ValueError):
@@ -30,7 +33,7 @@ def decode_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> 
         raise ImageDecodeError(f"{name}: file is empty")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # e.g. from plugins' own checks
             image = Image.open(io.BytesIO(data))
             if image.width * image.height > max_pixels:
                 raise ImageDecodeError(
