@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["MaskQuality", "mask_quality"]
+__all__ = ["MaskQuality", "mask_histogram", "mask_quality", "quality_from_histogram"]
 
 #: A mask with less (more) than this fraction of foreground pixels is flagged empty (full).
 EMPTY_FRACTION = 0.001
@@ -31,16 +31,19 @@ class MaskQuality:
 _LEVELS = np.arange(256, dtype=np.float64) / 255.0
 
 
-def mask_quality(mask: np.ndarray) -> MaskQuality:
-    """Signals of an 8-bit mask (0..255), computed from its histogram in one pass.
-
-    Float probabilities are quantised first, so both inputs give the same numbers.
-    """
-    if mask.size == 0:
-        raise ValueError("cannot score an empty mask")
+def mask_histogram(mask: np.ndarray) -> np.ndarray:
+    """256-bin histogram of an 8-bit mask (float masks are quantised first)."""
     if mask.dtype != np.uint8:
         mask = np.rint(np.clip(mask, 0.0, 1.0) * 255.0).astype(np.uint8)
-    share = np.bincount(mask.ravel(), minlength=256) / mask.size
+    return np.bincount(mask.ravel(), minlength=256)
+
+
+def quality_from_histogram(counts: np.ndarray) -> MaskQuality:
+    """Signals from a 256-bin histogram, so masks too large to hold (scenes) are scored chunk by chunk."""
+    total = counts.sum()
+    if total == 0:
+        raise ValueError("cannot score an empty mask")
+    share = counts / total
     foreground = float(share[_LEVELS >= 0.5].sum())
     return MaskQuality(
         mean_confidence=float((share * np.abs(2.0 * _LEVELS - 1.0)).sum()),
@@ -49,3 +52,13 @@ def mask_quality(mask: np.ndarray) -> MaskQuality:
         is_empty=foreground < EMPTY_FRACTION,
         is_full=foreground > 1.0 - EMPTY_FRACTION,
     )
+
+
+def mask_quality(mask: np.ndarray) -> MaskQuality:
+    """Signals of an 8-bit mask (0..255), computed from its histogram in one pass.
+
+    Float probabilities are quantised first, so both inputs give the same numbers.
+    """
+    if mask.size == 0:
+        raise ValueError("cannot score an empty mask")
+    return quality_from_histogram(mask_histogram(mask))
