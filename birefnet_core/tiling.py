@@ -222,11 +222,16 @@ class TileAccumulator:
         np.divide(self._sum, self._weight, out=out, where=self._weight > 0)
         return out
 
-    def seam_disagreement(self) -> float:
-        """Mean |p_a - p_b| over overlapping tile pairs (see the class docstring); 0.0 without overlap."""
+    def seam_totals(self) -> tuple[float, int]:
+        """(sum of |p_a - p_b|, number of pairs), for combining scores of several accumulators."""
         if self._first is None:
             raise RuntimeError("this accumulator was created with track_seams=False")
-        return self._seam_sum / self._seam_count if self._seam_count else 0.0
+        return self._seam_sum, self._seam_count
+
+    def seam_disagreement(self) -> float:
+        """Mean |p_a - p_b| over overlapping tile pairs (see the class docstring); 0.0 without overlap."""
+        total, pairs = self.seam_totals()
+        return total / pairs if pairs else 0.0
 
 
 @dataclass(frozen=True)

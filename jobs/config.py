@@ -71,6 +71,35 @@ class SegmentConfig(BaseModel):
     )
     compile: bool = Field(False, description="torch.compile the model in each actor.")
     channels_last: bool = Field(False, description="Run convolutions in channels-last memory format.")
+    tile_size: int | None = Field(
+        None, ge=32, description="Scene tiles (px, multiple of 32); default: the variant's working size."
+    )
+    tile_overlap: int = Field(
+        128, ge=0, description="Overlap of neighbouring scene tiles, blended with a Hann ramp."
+    )
+    chunk_size: int = Field(
+        4096, ge=64, description="Scene chunk core (px): what one worker reads and holds at a time."
+    )
+    chunk_halo: int | None = Field(
+        None, ge=0, description="Context read around each chunk core; default: the tile overlap."
+    )
+    bands: list[int] | None = Field(
+        None, description="1-based scene bands to use as RGB, e.g. 3,2,1; default 1,2,3 (or band 1 as grey)."
+    )
+    band_percentiles: tuple[float, float] = Field(
+        (2.0, 98.0), description="Percentiles that stretch non-8-bit bands to 0..255."
+    )
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Write scene masks as binary (0/255) at this probability; default: 8-bit probability.",
+    )
+    scene_min_pixels: int = Field(
+        50_000_000,
+        ge=1,
+        description="Non-georeferenced TIFFs above this many pixels take the tiled scene path (GeoTIFFs always do).",
+    )
     s3_endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint; credentials come from the standard AWS chain."
     )
@@ -140,6 +169,42 @@ class SegmentConfig(BaseModel):
             raise ValueError(f"need 1 <= min <= max, got {value[0]},{value[1]}")
         return value
 
+    @field_validator("bands", mode="before")
+    @classmethod
+    def _parse_bands(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return [int(v) for v in value.split(",") if v.strip()]
+            except ValueError:
+                raise ValueError(f"expected band numbers like 3,2,1, got {value!r}") from None
+        return value
+
+    @field_validator("bands")
+    @classmethod
+    def _one_or_three_bands(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (len(value) not in (1, 3) or min(value) < 1):
+            raise ValueError(f"choose one or three 1-based bands, got {value}")
+        return value
+
+    @field_validator("band_percentiles", mode="before")
+    @classmethod
+    def _parse_percentiles(cls, value: Any) -> Any:
+        return tuple(float(v) for v in value.split(",")) if isinstance(value, str) else value
+
+    @field_validator("band_percentiles")
+    @classmethod
+    def _ordered_percentiles(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= value[0] < value[1] <= 100:
+            raise ValueError(f"need 0 <= low < high <= 100, got {value[0]},{value[1]}")
+        return value
+
+    @field_validator("tile_size")
+    @classmethod
+    def _tile_multiple_of_32(cls, value: int | None) -> int | None:
+        if value is not None and value % 32:
+            raise ValueError(f"{value} must be a multiple of 32")
+        return value
+
     @field_validator("outputs", mode="before")
     @classmethod
     def _split_outputs(cls, value: Any) -> Any:
@@ -157,6 +222,25 @@ class SegmentConfig(BaseModel):
         if self.input.rstrip("/") == self.output.rstrip("/"):
             raise ValueError("output must differ from input, or masks would be listed as inputs next time")
         return self
+
+    @model_validator(mode="after")
+    def _overlap_fits_tile(self) -> SegmentConfig:
+        if self.tile_size is not None and self.tile_overlap * 2 > self.tile_size:
+            raise ValueError(
+                f"tile_overlap {self.tile_overlap} must be at most half of tile_size {self.tile_size}"
+            )
+        return self
+
+    @property
+    def scene_tile_size(self) -> int:
+        if self.tile_size is not None:
+            return self.tile_size
+        size = VARIANTS[self.variant].size
+        return min(size) if size else 1024
+
+    @property
+    def scene_halo(self) -> int:
+        return self.tile_overlap if self.chunk_halo is None else self.chunk_halo
 
     @property
     def weights_source(self) -> str:
@@ -191,6 +275,14 @@ _FLAGS: dict[str, dict[str, Any]] = {
     "dtype": {},
     "compile": {"action": argparse.BooleanOptionalAction},
     "channels_last": {"action": argparse.BooleanOptionalAction},
+    "tile_size": {"type": int},
+    "tile_overlap": {"type": int},
+    "chunk_size": {"type": int},
+    "chunk_halo": {"type": int},
+    "bands": {},
+    "band_percentiles": {},
+    "threshold": {"type": float},
+    "scene_min_pixels": {"type": int},
     "s3_endpoint_url": {},
     "s3_region": {},
     "max_failure_fraction": {"type": float},

@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 
 import ray
 from ray.data import ActorPoolStrategy
@@ -26,11 +27,21 @@ from birefnet_core.weights import (
     WeightsNotFoundError,
     resolve_variant_file,
 )
-from connectors.inputs import list_sources
-from connectors.manifest import completed_inputs
+from connectors.inputs import Source, item_id, list_sources
+from connectors.manifest import completed_inputs, write_manifest_part
+from connectors.raster import read_info
 from connectors.storage import StorageAuthError, filesystem, join_uri, write_bytes_atomic
 
 from .config import ConfigError, SegmentConfig, parse_args
+from .scene_stages import (
+    ChunkBlendStage,
+    ChunkTileStage,
+    ScenePlan,
+    assemble_scene,
+    chunk_rows,
+    is_scene_candidate,
+    plan_scene,
+)
 from .segment_stages import FinishStage, InferenceStage, PrepareStage, ReadStage, run_fields
 
 __all__ = ["RunSummary", "main", "run"]
@@ -99,37 +110,45 @@ def _device(config: SegmentConfig) -> str:
     return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
 
 
-def run(config: SegmentConfig) -> RunSummary:
-    """Run the whole job and return its summary (the manifest holds the per-input detail)."""
-    started = time.perf_counter()
-    _check_weights(config)
-    _init_ray(config)
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-    device = _device(config)
-    dtype = config.resolved_dtype(device, cpu_has_native_bf16())
-    gpus = (
-        config.num_gpus_per_actor
-        if config.num_gpus_per_actor is not None
-        else (1.0 if device == "cuda" else 0.0)
-    )
-    write_bytes_atomic(
-        join_uri(config.output, f"runs/{run_id}/config.json"),
-        json.dumps({**config.model_dump(mode="json"), "device": device, "dtype": dtype}, indent=2).encode(),
-        config.s3,
-    )
+@dataclass(frozen=True)
+class _Runtime:
+    """What every pipeline of one run shares."""
 
-    sources = list_sources(config.input, config.s3)
-    skip = _previous_successes(config)
-    log.info(
-        "run %s: %d sources, %d inputs already done, device %s, dtype %s",
-        run_id,
-        len(sources),
-        len(skip),
-        device,
-        dtype,
-    )
+    config: SegmentConfig
+    run_id: str
+    device: str
+    dtype: str
+    gpus: float
 
+
+def _infer(ds: ray.data.Dataset, rt: _Runtime) -> ray.data.Dataset:
+    """The accelerator stage, identical for images and scene tiles."""
+    config = rt.config
     low, high = config.concurrency
+    return ds.map_batches(
+        InferenceStage,
+        fn_constructor_kwargs={
+            "weights": config.weights_source,
+            "variant": config.variant,
+            "resolution": config.resolution,
+            "device": rt.device,
+            "dtype": rt.dtype,
+            "s3": config.s3,
+            "weights_sha256": config.weights_sha256,
+            "batch_size": config.batch_size,
+            "compile": config.compile,
+            "channels_last": config.channels_last,
+            "cpu_threads": config.cpu_threads,
+        },
+        batch_size=config.batch_size,
+        compute=ActorPoolStrategy(min_size=low, max_size=high),
+        num_gpus=rt.gpus,
+        num_cpus=1,
+    )
+
+
+def _run_images(sources: list[Source], skip: dict[str, str], rt: _Runtime) -> list[dict]:
+    config = rt.config
     ds = ray.data.from_items([asdict(s) for s in sources], override_num_blocks=max(1, min(len(sources), 200)))
     ds = ds.map_batches(
         ReadStage, fn_constructor_kwargs={"s3": config.s3, "skip": skip}, batch_size=4, compute=_cpu_pool()
@@ -145,25 +164,7 @@ def run(config: SegmentConfig) -> RunSummary:
         batch_size=config.batch_size,
         compute=_cpu_pool(),
     )
-    ds = ds.map_batches(
-        InferenceStage,
-        fn_constructor_kwargs={
-            "weights": config.weights_source,
-            "variant": config.variant,
-            "resolution": config.resolution,
-            "device": device,
-            "dtype": dtype,
-            "s3": config.s3,
-            "weights_sha256": config.weights_sha256,
-            "compile": config.compile,
-            "channels_last": config.channels_last,
-            "cpu_threads": config.cpu_threads,
-        },
-        batch_size=config.batch_size,
-        compute=ActorPoolStrategy(min_size=low, max_size=high),
-        num_gpus=gpus,
-        num_cpus=1,
-    )
+    ds = _infer(ds, rt)
     ds = ds.map_batches(
         FinishStage,
         fn_constructor_kwargs={
@@ -171,28 +172,112 @@ def run(config: SegmentConfig) -> RunSummary:
             "outputs": config.outputs,
             "refine_foreground": config.refine_foreground,
             "s3": config.s3,
-            "run": run_fields(run_id, config.variant, config.resolution),
+            "run": run_fields(rt.run_id, config.variant, config.resolution),
         },
         batch_size=max(config.batch_size, 16),
         compute=_cpu_pool(),
     )
-    ok = failed = 0
-    errors: list[str] = []
+    return list(ds.iter_rows())
+
+
+def _run_scenes(plans: list[ScenePlan], rt: _Runtime) -> list[dict]:
+    """Chunks of every scene through tiles -> the shared inference stage -> blending; then one
+    assembly task per scene and one manifest row each."""
+    config = rt.config
+    staging = join_uri(config.output, f"runs/{rt.run_id}/staging")
+    rows = [row for plan in plans for row in chunk_rows(plan)]
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
+    ds = ds.map_batches(
+        ChunkTileStage,
+        fn_constructor_kwargs={
+            "tile_size": config.scene_tile_size,
+            "overlap": config.tile_overlap,
+            "s3": config.s3,
+        },
+        batch_size=1,
+        compute=_cpu_pool(),
+    )
+    ds = _infer(ds, rt)
+    ds = ds.map_batches(
+        ChunkBlendStage,
+        fn_constructor_kwargs={
+            "staging_root": staging,
+            "overlap": config.tile_overlap,
+            "threshold": config.threshold,
+            "s3": config.s3,
+        },
+        batch_size=1,
+        compute=_cpu_pool(),
+    )
+    results: dict[str, list[dict]] = {plan.id: [] for plan in plans}
     for row in ds.iter_rows():
-        if row["status"] == "ok":
-            ok += 1
-        else:
-            failed += 1
-            errors.append(row["error"])
+        results[row["scene_id"]].append(row)
+    assemble = ray.remote(num_cpus=1)(assemble_scene)
+    manifest = ray.get(
+        [assemble.remote(plan, results[plan.id], config.output, staging, config.s3) for plan in plans]
+    )
+    run = run_fields(rt.run_id, config.variant, None) | {"resolution": f"tiles {config.scene_tile_size}"}
+    stamped = [{**row, **run, "processed_at": datetime.now(UTC)} for row in manifest]
+    write_manifest_part(config.output, stamped, config.s3)
+    return stamped
+
+
+def _split_scenes(sources: list[Source], config: SegmentConfig) -> tuple[list[Source], list[ScenePlan]]:
+    """GeoTIFFs (and plain TIFFs above `scene_min_pixels`) take the scene path; the rest are images."""
+    images, plans = [], []
+    for source in sources:
+        if is_scene_candidate(source):
+            try:
+                info = read_info(source.uri, config.s3)
+            except Exception as exc:
+                log.warning("%s: not readable as a raster (%s); treating it as an image", source.uri, exc)
+            else:
+                if info.is_georeferenced or info.width * info.height > config.scene_min_pixels:
+                    plans.append(
+                        plan_scene(source, info, config.bands, config.band_percentiles,
+                                   config.chunk_size, config.scene_halo, config.s3)
+                    )  # fmt: skip
+                    continue
+        images.append(source)
+    return images, plans
+
+
+def run(config: SegmentConfig) -> RunSummary:
+    """Run the whole job and return its summary (the manifest holds the per-input detail)."""
+    started = time.perf_counter()
+    _check_weights(config)
+    _init_ray(config)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    device = _device(config)
+    dtype = config.resolved_dtype(device, cpu_has_native_bf16())
+    gpus = config.num_gpus_per_actor if config.num_gpus_per_actor is not None else float(device == "cuda")
+    rt = _Runtime(config, run_id, device, dtype, gpus)
+    write_bytes_atomic(
+        join_uri(config.output, f"runs/{run_id}/config.json"),
+        json.dumps({**config.model_dump(mode="json"), "device": device, "dtype": dtype}, indent=2).encode(),
+        config.s3,
+    )
+
+    sources = list_sources(config.input, config.s3)
+    done = _previous_successes(config)
+    todo = [s for s in sources if s.kind == "tar" or done.get(item_id(s.uri)) != s.version]
+    images, scenes = _split_scenes(todo, config)
+    log.info(
+        "run %s: %d sources (%d done before), %d image sources, %d scenes, device %s, dtype %s",
+        run_id, len(sources), len(sources) - len(todo), len(images), len(scenes), device, dtype,
+    )  # fmt: skip
+
+    rows = (_run_images(images, done, rt) if images else []) + (_run_scenes(scenes, rt) if scenes else [])
+    errors = [row["error"] for row in rows if row["status"] != "ok"]
     return RunSummary(
-        run_id,
-        ok + failed,
-        len(skip),
-        ok,
-        failed,
-        time.perf_counter() - started,
-        join_uri(config.output, "manifest"),
-        errors,
+        run_id=run_id,
+        inputs=len(rows),
+        skipped=len(sources) - len(todo),
+        ok=len(rows) - len(errors),
+        failed=len(errors),
+        seconds=time.perf_counter() - started,
+        manifest=join_uri(config.output, "manifest"),
+        errors=errors,
     )
 
 

@@ -116,6 +116,7 @@ class InferenceStage:
         dtype: str,
         s3: S3Options,
         weights_sha256: str | None = None,
+        batch_size: int = 4,
         compile: bool = False,
         channels_last: bool = False,
         cpu_threads: int | None = None,
@@ -134,32 +135,49 @@ class InferenceStage:
             compile=compile,
             channels_last=channels_last,
         )
+        self.batch_size = batch_size
         self.identity = {
             "weights": model.weights.sha256,
             "weights_source": model.weights.source,
             "dtype": dtype_name(self.predictor.dtype),
         }
 
+    def _infer(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 probabilities for N x h x w x 3 pixels, in batches of at most `batch_size`."""
+        parts = [
+            self.predictor.infer(pixels[start : start + self.batch_size], quantize=True)
+            for start in range(0, len(pixels), self.batch_size)
+        ]
+        return np.concatenate(parts)
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Rows hold one image (h x w x 3) or a chunk's tiles (N x h x w x 3); images of one
+        size are batched together, a chunk's tiles among themselves."""
         rows = list(rows_of(batch))
-        by_shape: dict[tuple[int, ...], list[int]] = {}
+        groups: dict[tuple[int, ...], list[int]] = {}
         for i, row in enumerate(rows):
             row.update(probs=_EMPTY_PROBS, infer_seconds=0.0, **self.identity)
             if not row["error"]:
-                by_shape.setdefault(row["pixels"].shape, []).append(i)
-        for indices in by_shape.values():
+                key = (i, 0) if row["pixels"].ndim == 4 else row["pixels"].shape
+                groups.setdefault(key, []).append(i)
+        for key, indices in groups.items():
             started = time.perf_counter()
             try:
-                probs = self.predictor.infer(np.stack([rows[i]["pixels"] for i in indices]), quantize=True)
+                if len(key) == 2:  # one chunk of tiles
+                    outputs = [self._infer(rows[indices[0]]["pixels"])]
+                else:
+                    outputs = list(self._infer(np.stack([rows[i]["pixels"] for i in indices])))
             except Exception as exc:
-                log.exception("inference failed for a batch of %d", len(indices))
+                log.exception("inference failed for %d rows", len(indices))
                 for i in indices:
                     rows[i]["error"] = f"{rows[i]['uri']}: inference failed ({exc})"
                 continue
             share = (time.perf_counter() - started) / len(indices)
-            for i, prob in zip(indices, probs, strict=True):
-                rows[i].update(probs=prob, infer_seconds=share)
-        return column_batch(rows, INFERRED_KEYS)
+            for i, probs in zip(indices, outputs, strict=True):
+                rows[i].update(probs=probs, infer_seconds=share)
+        # Everything travels on except the input pixels.
+        keys = [k for k in rows[0] if k != "pixels"] if rows else list(INFERRED_KEYS)
+        return column_batch(rows, keys)
 
 
 class FinishStage:

@@ -248,7 +248,7 @@ def inferred() -> tuple[list[dict], list[dict]]:
     }
     rows = [ok, failed]
     batch = stage(column_batch(rows, PREPARED_KEYS))
-    assert tuple(batch) == INFERRED_KEYS
+    assert set(batch) == set(INFERRED_KEYS)
     return rows, list(rows_of(batch))
 
 
