@@ -136,9 +136,9 @@ class ChunkTileStage:
         self.tile_size = tile_size
         self.overlap = overlap
         self.s3 = s3
-        set_cpu_threads(1)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        set_cpu_threads(1)  # one core per CPU task; see birefnet_core.runtime
         rows = []
         for row in rows_of(batch):
             started = time.perf_counter()
@@ -173,7 +173,6 @@ class ChunkBlendStage:
         self.overlap = overlap
         self.threshold = threshold
         self.s3 = s3
-        set_cpu_threads(1)
 
     def _blend(self, row: dict[str, Any]) -> dict[str, Any]:
         chunk = _chunk_of(row["chunk"])
@@ -203,6 +202,7 @@ class ChunkBlendStage:
         }
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        set_cpu_threads(1)  # one core per CPU task; see birefnet_core.runtime
         out = []
         for row in rows_of(batch):
             started = time.perf_counter()

@@ -99,11 +99,6 @@ def _check_weights(config: SegmentConfig) -> None:
             raise WeightsNotFoundError(f"weights {source!r} do not exist")
 
 
-def _cpu_pool() -> ActorPoolStrategy:
-    """CPU stages scale between one worker and eight as Ray Data's backpressure asks."""
-    return ActorPoolStrategy(min_size=1, max_size=8)
-
-
 def _device(config: SegmentConfig) -> str:
     if config.device != "auto":
         return config.device
@@ -150,33 +145,21 @@ def _infer(ds: ray.data.Dataset, rt: _Runtime) -> ray.data.Dataset:
 def _run_images(sources: list[Source], skip: dict[str, str], rt: _Runtime) -> list[dict]:
     config = rt.config
     ds = ray.data.from_items([asdict(s) for s in sources], override_num_blocks=max(1, min(len(sources), 200)))
+    # CPU stages are tasks (callable instances): they hold a core only while a batch runs.
+    ds = ds.map_batches(ReadStage(config.s3, skip), batch_size=4)
     ds = ds.map_batches(
-        ReadStage, fn_constructor_kwargs={"s3": config.s3, "skip": skip}, batch_size=4, compute=_cpu_pool()
-    )
-    ds = ds.map_batches(
-        PrepareStage,
-        fn_constructor_kwargs={
-            "variant": config.variant,
-            "resolution": config.resolution,
-            "keep_bytes": "cutout" in config.outputs,
-            "max_pixels": config.max_image_pixels,
-        },
+        PrepareStage(config.variant, config.resolution, "cutout" in config.outputs, config.max_image_pixels),
         batch_size=config.batch_size,
-        compute=_cpu_pool(),
     )
     ds = _infer(ds, rt)
-    ds = ds.map_batches(
-        FinishStage,
-        fn_constructor_kwargs={
-            "output": config.output,
-            "outputs": config.outputs,
-            "refine_foreground": config.refine_foreground,
-            "s3": config.s3,
-            "run": run_fields(rt.run_id, config.variant, config.resolution),
-        },
-        batch_size=max(config.batch_size, 16),
-        compute=_cpu_pool(),
+    finish = FinishStage(
+        config.output,
+        config.outputs,
+        config.refine_foreground,
+        config.s3,
+        run_fields(rt.run_id, config.variant, config.resolution),
     )
+    ds = ds.map_batches(finish, batch_size=max(config.batch_size, 16))
     return list(ds.iter_rows())
 
 
@@ -187,27 +170,10 @@ def _run_scenes(plans: list[ScenePlan], rt: _Runtime) -> list[dict]:
     staging = join_uri(config.output, f"runs/{rt.run_id}/staging")
     rows = [row for plan in plans for row in chunk_rows(plan)]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
-    ds = ds.map_batches(
-        ChunkTileStage,
-        fn_constructor_kwargs={
-            "tile_size": config.scene_tile_size,
-            "overlap": config.tile_overlap,
-            "s3": config.s3,
-        },
-        batch_size=1,
-        compute=_cpu_pool(),
-    )
+    ds = ds.map_batches(ChunkTileStage(config.scene_tile_size, config.tile_overlap, config.s3), batch_size=1)
     ds = _infer(ds, rt)
     ds = ds.map_batches(
-        ChunkBlendStage,
-        fn_constructor_kwargs={
-            "staging_root": staging,
-            "overlap": config.tile_overlap,
-            "threshold": config.threshold,
-            "s3": config.s3,
-        },
-        batch_size=1,
-        compute=_cpu_pool(),
+        ChunkBlendStage(staging, config.tile_overlap, config.threshold, config.s3), batch_size=1
     )
     results: dict[str, list[dict]] = {plan.id: [] for plan in plans}
     for row in ds.iter_rows():

@@ -83,9 +83,9 @@ class PrepareStage:
         self.resolution = resolution
         self.keep_bytes = keep_bytes
         self.max_pixels = max_pixels
-        set_cpu_threads(1)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        set_cpu_threads(1)  # one core per CPU task; see birefnet_core.runtime
         rows = []
         for row in rows_of(batch):
             started = time.perf_counter()
@@ -191,7 +191,6 @@ class FinishStage:
         self.refine = refine_foreground
         self.s3 = s3
         self.run = run
-        set_cpu_threads(1)
 
     def _write_outputs(self, row: dict[str, Any]) -> dict[str, Any]:
         small = row["probs"]
@@ -209,6 +208,7 @@ class FinishStage:
         return written
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        set_cpu_threads(1)  # one core per CPU task; see birefnet_core.runtime
         manifest = []
         for row in rows_of(batch):
             started = time.perf_counter()
