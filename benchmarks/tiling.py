@@ -53,6 +53,7 @@ def process(path: Path, work: Path, tile: int, overlap: int, chunk: int) -> dict
     for row in chunk_rows(plan):
         results += list(rows_of(blender(stand_in(tiler(column_batch([row], list(row)))))))
     blended = time.perf_counter()
+    peak_before_assembly = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     manifest = assemble_scene(plan, results, str(work / "out"), str(work / "staging"), s3)
     done = time.perf_counter()
     megapixels = plan.info.width * plan.info.height / 1e6
@@ -64,6 +65,7 @@ def process(path: Path, work: Path, tile: int, overlap: int, chunk: int) -> dict
         "seconds": round(done - started, 2),
         "assemble_seconds": round(done - blended, 2),
         "megapixels_per_second": round(megapixels / (done - started), 2),
+        "peak_rss_mb_chunk_stages": round(peak_before_assembly, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 

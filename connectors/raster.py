@@ -67,6 +67,8 @@ __all__ = [
 #: Tile size of the mask outputs (staging GTiff and COG); chunk sizes that are multiples of it
 #: keep every window write block-aligned, so no compressed tile is ever rewritten.
 MASK_BLOCK = 512
+#: GDAL's block cache (MB). Its default, 5% of RAM, would let a worker's memory grow with the scene.
+GDAL_CACHE_MB = 256
 
 #: COG creation options; AVERAGE overviews keep soft mask edges and skip nodata pixels.
 COG_OPTIONS: dict[str, str | int] = {
@@ -87,6 +89,8 @@ class RasterReadError(ValueError):
 
 def _rasterio() -> ModuleType:
     """Import rasterio on first use, with an error that says what to install."""
+    # GDAL sizes its block cache once, from this, at first use (also for the mask writer).
+    os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
     try:
         import rasterio
         import rasterio.shutil  # submodules used below: the COG copy and windows
@@ -198,8 +202,10 @@ def _env(s3: S3Options | None) -> Any:
     options = _gdal_s3_options(s3)
     credentials = {key: options.pop(key) for key in _CREDENTIAL_OPTIONS if key in options}
     if credentials:
-        return rasterio.Env(session=_credentials_session_class()(credentials), **options)
-    return rasterio.Env(**options)
+        return rasterio.Env(
+            GDAL_CACHEMAX=GDAL_CACHE_MB, session=_credentials_session_class()(credentials), **options
+        )
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, **options)
 
 
 @contextlib.contextmanager
@@ -215,9 +221,9 @@ def _open(uri: str, s3: S3Options | None = None) -> Iterator[Any]:
     if scheme in storage.S3_SCHEMES:
         env, target, kwargs = _env(s3), f"/vsis3/{path}", {}
     elif scheme in storage.LOCAL_SCHEMES:
-        env, target, kwargs = rasterio.Env(), path, {}
+        env, target, kwargs = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), path, {}
     else:
-        env, target, kwargs = rasterio.Env(), path, {"opener": fs.open}
+        env, target, kwargs = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), path, {"opener": fs.open}
     with env, warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         try:
