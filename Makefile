@@ -19,9 +19,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The report test renders a page in headless Chromium (Debian package `chromium`).
+# Tests that use system tools: the report renders in headless Chromium, and GDAL's own
+# command-line tools check the GeoTIFF masks (Debian packages chromium and gdal-bin).
 system-deps:
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null 2>&1 && command -v gdalinfo >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq chromium gdal-bin; }
 
 test: lint system-deps
 	$(BIN)/pytest -q
