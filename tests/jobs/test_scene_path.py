@@ -1,5 +1,7 @@
 """Scenes far larger than a tile: chunked, tiled, blended, assembled into a georeferenced COG."""
 
+import subprocess
+
 import numpy as np
 import pytest
 import rasterio
@@ -108,6 +110,10 @@ def test_job_writes_a_cog_with_the_inputs_georeferencing(embedded_ray, tmp_path)
         assert mask.profile["tiled"] and mask.profile["compress"] == "deflate"
         data = mask.read(1)
         assert (data[:30, :40] == 0).all() and (data[40:, 50:] > 0).all()
+    gdal = subprocess.run(
+        ["gdalinfo", str(out / "masks" / "tiles" / "utm.tif")], capture_output=True, text=True
+    )
+    assert gdal.returncode == 0 and "LAYOUT=COG" in gdal.stdout and "32633" in gdal.stdout, gdal.stderr
     row = read_manifest(str(out)).to_pylist()[0]
     assert row["chunk_count"] == 6 and row["tile_count"] >= 6
     assert row["width"] == 300 and row["height"] == 220 and row["seam_disagreement"] >= 0
