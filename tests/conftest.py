@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.ports import free_ports
 from tests.ray_fixtures import embedded_ray  # noqa: F401  (fixture re-exported for every test)
 
 S3_START_TIMEOUT_S = 60.0
@@ -36,20 +36,6 @@ def _weed_binary() -> str | None:
     if beside_python.is_file() and os.access(beside_python, os.X_OK):
         return str(beside_python)
     return shutil.which("weed")
-
-
-def _free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports; the sockets stay open until all are chosen so none repeats."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @dataclass
@@ -141,7 +127,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     )
     names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc"]
     names += ["admin", "admin_grpc"]
-    ports = dict(zip(names, _free_ports(len(names)), strict=True))
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     # weed's gRPC ports default to http port + 10000 and the admin server listens even with its UI
     # off, so every port is chosen explicitly; logs go to stderr instead of /tmp/weed.*.
     command = [

@@ -36,7 +36,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,8 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.ports import free_ports
 
 START_TIMEOUT_S = 90.0
 STOP_GRACE_S = 40.0
@@ -109,19 +110,6 @@ def dashboard_missing_reason() -> str | None:
 def ray_cli() -> list[str]:
     """The ray CLI of this interpreter; ``-m`` avoids depending on the venv script's shebang."""
     return [sys.executable, "-m", "ray.scripts.scripts"]
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def cluster_env(token: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -307,7 +295,7 @@ def local_ray_cluster(
         temp_dir = Path(tempfile.mkdtemp(prefix="rayt-", dir="/tmp"))
         token = secrets.token_hex(32)
         env = cluster_env(token)
-        ports = dict(zip(_PORT_NAMES, _free_ports(len(_PORT_NAMES)), strict=True))
+        ports = dict(zip(_PORT_NAMES, free_ports(len(_PORT_NAMES)), strict=True))
         address = f"http://127.0.0.1:{ports['dashboard']}"
         log_path = tmp_path / f"ray-start-{attempt}.log"
         started = time.monotonic()
