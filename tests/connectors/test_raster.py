@@ -301,7 +301,9 @@ def test_mask_writer_produces_a_cog_with_the_input_georeferencing(tmp_path: Path
 
 
 def test_gdalinfo_reads_the_cog(tmp_path: Path) -> None:
-    assert shutil.which("gdalinfo"), "install GDAL's command-line tools (Debian package gdal-bin; `make test` does)"
+    assert shutil.which("gdalinfo"), (
+        "install GDAL's command-line tools (Debian package gdal-bin; `make test` does)"
+    )
     path = make_geotiff(tmp_path / "scene.tif", 1024, 768, 1, "uint8")
     info = read_info(str(path))
     write_geotiff_mask(str(tmp_path / "mask.tif"), info, _mask_pattern(768, 1024))
