@@ -1,8 +1,31 @@
-"""BiRefNet model and image math: network, weights, pre/post-processing, prediction."""
+"""BiRefNet model and image math: network, weights, pre/post-processing, prediction.
 
-from .model import BACKBONES, BiRefNet, create_model
-from .variants import VARIANTS, Variant, get_variant
-from .weights import CheckpointMismatchError, WeightsInfo, WeightsNotFoundError, load_model
+Names are imported lazily, so workers that only need light modules (metrics, quality, tiling
+maths) do not pay for importing torch, torchvision and timm.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .model import BACKBONES, BiRefNet, create_model
+    from .variants import VARIANTS, Variant, get_variant
+    from .weights import CheckpointMismatchError, WeightsInfo, WeightsNotFoundError, load_model
+
+_EXPORTS = {
+    "BACKBONES": ".model",
+    "BiRefNet": ".model",
+    "create_model": ".model",
+    "VARIANTS": ".variants",
+    "Variant": ".variants",
+    "get_variant": ".variants",
+    "CheckpointMismatchError": ".weights",
+    "WeightsInfo": ".weights",
+    "WeightsNotFoundError": ".weights",
+    "load_model": ".weights",
+}
 
 __all__ = [
     "BACKBONES",
@@ -16,3 +39,9 @@ __all__ = [
     "get_variant",
     "load_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)

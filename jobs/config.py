@@ -302,7 +302,7 @@ def _load_file(path: str) -> dict[str, Any]:
     return data
 
 
-def _describe(error: ValidationError) -> str:
+def describe_validation_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         field = ".".join(str(p) for p in item["loc"] if not isinstance(p, int)) or "config"
@@ -314,7 +314,7 @@ def build_config(values: dict[str, Any]) -> SegmentConfig:
     try:
         return SegmentConfig(**values)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(describe_validation_error(exc)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> SegmentConfig:
