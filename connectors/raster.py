@@ -468,6 +468,23 @@ def read_window(
     return image, valid
 
 
+SCALING_WINDOW = 256
+
+
+def _sample_windows(height: int, width: int, max_samples: int) -> list[Any]:
+    """A regular grid of SCALING_WINDOW-sized windows covering about ``max_samples`` pixels."""
+    rasterio = _rasterio()
+    side = min(SCALING_WINDOW, height, width)
+    per_axis = max(1, math.isqrt(max(1, max_samples // (side * side))))
+    rows = np.linspace(0, height - side, num=per_axis).round().astype(int)
+    cols = np.linspace(0, width - side, num=per_axis).round().astype(int)
+    return [
+        rasterio.windows.Window(int(c), int(r), side, side)
+        for r in sorted(set(rows))
+        for c in sorted(set(cols))
+    ]
+
+
 def compute_band_scaling(
     uri: str,
     bands: Sequence[int] | None = None,
@@ -475,12 +492,14 @@ def compute_band_scaling(
     s3: S3Options | None = None,
     max_samples: int = 1024 * 1024,
 ) -> BandScaling:
-    """Per-band percentile stretch for the whole scene, from a decimated read.
+    """Per-band percentile stretch for the whole scene, from a bounded sample of its pixels.
 
-    The scene is read at a resolution of at most ``max_samples`` pixels (about 1024 x 1024),
-    nearest-neighbour, ignoring nodata and masked pixels; GDAL serves the read from overviews
-    when the file has them, otherwise it streams the full-resolution blocks once, so memory
-    stays bounded either way. 8-bit scenes get the identity scaling without reading pixels.
+    About ``max_samples`` pixels are read, nodata and masked pixels ignored: the whole raster
+    when it is that small; a decimated read served by overviews when the file has them;
+    otherwise a regular grid of ``SCALING_WINDOW``-pixel windows spread over the scene. (A
+    decimated read of a file without overviews decodes every block, several times over with a
+    bounded block cache: 39 s for a 6000 x 6000 scene, against 0.3 s for the windows.)
+    8-bit scenes get the identity scaling without reading pixels.
     """
     lo_pct, hi_pct = percentiles
     if not 0.0 <= lo_pct < hi_pct <= 100.0:
@@ -493,16 +512,25 @@ def compute_band_scaling(
         unique = sorted(set(chosen))
         if all(dataset.dtypes[b - 1] == "uint8" for b in unique):
             return BandScaling.identity(len(chosen))
-        factor = max(1.0, math.sqrt(dataset.width * dataset.height / max_samples))
-        out_shape = (
-            len(unique),
-            max(1, round(dataset.height / factor)),
-            max(1, round(dataset.width / factor)),
-        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            data = dataset.read(unique, out_shape=out_shape, resampling=Resampling.nearest)
-        valid = _valid_mask(dataset, unique, data, out_shape=out_shape)
+            if dataset.width * dataset.height <= max_samples or dataset.overviews(unique[0]):
+                factor = max(1.0, math.sqrt(dataset.width * dataset.height / max_samples))
+                out_shape = (
+                    len(unique),
+                    max(1, round(dataset.height / factor)),
+                    max(1, round(dataset.width / factor)),
+                )
+                data = dataset.read(unique, out_shape=out_shape, resampling=Resampling.nearest)
+                valid = _valid_mask(dataset, unique, data, out_shape=out_shape)
+            else:
+                reads = [
+                    (part, _valid_mask(dataset, unique, part, window=window))
+                    for window in _sample_windows(dataset.height, dataset.width, max_samples)
+                    for part in [dataset.read(unique, window=window)]
+                ]
+                data = np.concatenate([p.reshape(len(unique), -1) for p, _ in reads], axis=1)[:, None, :]
+                valid = np.concatenate([v.ravel() for _, v in reads])[None, :]
     if not valid.any():
         raise ValueError(f"{uri}: no valid pixels in bands {chosen} to compute a scaling from")
     stats = {b: np.percentile(data[i][valid], [lo_pct, hi_pct]) for i, b in enumerate(unique)}
