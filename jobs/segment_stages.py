@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
@@ -154,19 +155,25 @@ class InferenceStage:
         """Rows hold one image (h x w x 3) or a chunk's tiles (N x h x w x 3); images of one
         size are batched together, a chunk's tiles among themselves."""
         rows = list(rows_of(batch))
-        groups: dict[tuple[int, ...], list[int]] = {}
+        # Each work item is a list of row indices and a function giving one output per index.
+        images_by_size: dict[tuple[int, ...], list[int]] = {}
+        work: list[tuple[list[int], Callable[[], list[np.ndarray]]]] = []
         for i, row in enumerate(rows):
             row.update(probs=_EMPTY_PROBS, infer_seconds=0.0, **self.identity)
-            if not row["error"]:
-                key = (i, 0) if row["pixels"].ndim == 4 else row["pixels"].shape
-                groups.setdefault(key, []).append(i)
-        for key, indices in groups.items():
+            if row["error"]:
+                continue
+            if row["pixels"].ndim == 4:  # a scene chunk's tiles
+                work.append(([i], lambda px=row["pixels"]: [self._infer(px)]))
+            else:
+                images_by_size.setdefault(row["pixels"].shape, []).append(i)
+        for indices in images_by_size.values():
+            work.append(
+                (indices, lambda ix=indices: list(self._infer(np.stack([rows[i]["pixels"] for i in ix]))))
+            )
+        for indices, infer in work:
             started = time.perf_counter()
             try:
-                if len(key) == 2:  # one chunk of tiles
-                    outputs = [self._infer(rows[indices[0]]["pixels"])]
-                else:
-                    outputs = list(self._infer(np.stack([rows[i]["pixels"] for i in indices])))
+                outputs = infer()
             except Exception as exc:
                 log.exception("inference failed for %d rows", len(indices))
                 for i in indices:
