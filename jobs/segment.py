@@ -48,6 +48,9 @@ __all__ = ["RunSummary", "main", "run"]
 
 log = logging.getLogger("jobs.segment")
 
+#: RAM reserved per inference actor (weights plus activations of a batch), bytes.
+INFERENCE_ACTOR_MEMORY = 2 * 1024**3
+
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -106,7 +109,7 @@ def _device(config: SegmentConfig) -> str:
 
 
 @dataclass(frozen=True)
-class _Runtime:
+class Runtime:
     """What every pipeline of one run shares."""
 
     config: SegmentConfig
@@ -116,7 +119,7 @@ class _Runtime:
     gpus: float
 
 
-def _infer(ds: ray.data.Dataset, rt: _Runtime) -> ray.data.Dataset:
+def _infer(ds: ray.data.Dataset, rt: Runtime) -> ray.data.Dataset:
     """The accelerator stage, identical for images and scene tiles."""
     config = rt.config
     low, high = config.concurrency
@@ -139,10 +142,14 @@ def _infer(ds: ray.data.Dataset, rt: _Runtime) -> ray.data.Dataset:
         compute=ActorPoolStrategy(min_size=low, max_size=high),
         num_gpus=rt.gpus,
         num_cpus=1,
+        # A replica's own RAM; distinct resources also keep Ray Data from fusing the CPU
+        # stages (decode, resize) into the accelerator actor.
+        memory=INFERENCE_ACTOR_MEMORY,
     )
 
 
-def _run_images(sources: list[Source], skip: dict[str, str], rt: _Runtime) -> list[dict]:
+def image_pipeline(sources: list[Source], skip: dict[str, str], rt: Runtime) -> ray.data.Dataset:
+    """read -> prepare (CPU tasks) -> inference (actors) -> finish (CPU tasks), not yet executed."""
     config = rt.config
     ds = ray.data.from_items([asdict(s) for s in sources], override_num_blocks=max(1, min(len(sources), 200)))
     # CPU stages are tasks (callable instances): they hold a core only while a batch runs.
@@ -159,11 +166,10 @@ def _run_images(sources: list[Source], skip: dict[str, str], rt: _Runtime) -> li
         config.s3,
         run_fields(rt.run_id, config.variant, config.resolution),
     )
-    ds = ds.map_batches(finish, batch_size=max(config.batch_size, 16))
-    return list(ds.iter_rows())
+    return ds.map_batches(finish, batch_size=max(config.batch_size, 16))
 
 
-def _run_scenes(plans: list[ScenePlan], rt: _Runtime) -> list[dict]:
+def _run_scenes(plans: list[ScenePlan], rt: Runtime) -> list[dict]:
     """Chunks of every scene through tiles -> the shared inference stage -> blending; then one
     assembly task per scene and one manifest row each."""
     config = rt.config
@@ -217,7 +223,7 @@ def run(config: SegmentConfig) -> RunSummary:
     device = _device(config)
     dtype = config.resolved_dtype(device, cpu_has_native_bf16())
     gpus = config.num_gpus_per_actor if config.num_gpus_per_actor is not None else float(device == "cuda")
-    rt = _Runtime(config, run_id, device, dtype, gpus)
+    rt = Runtime(config, run_id, device, dtype, gpus)
     write_bytes_atomic(
         join_uri(config.output, f"runs/{run_id}/config.json"),
         json.dumps({**config.model_dump(mode="json"), "device": device, "dtype": dtype}, indent=2).encode(),
@@ -233,7 +239,9 @@ def run(config: SegmentConfig) -> RunSummary:
         run_id, len(sources), len(sources) - len(todo), len(images), len(scenes), device, dtype,
     )  # fmt: skip
 
-    rows = (_run_images(images, done, rt) if images else []) + (_run_scenes(scenes, rt) if scenes else [])
+    rows = (list(image_pipeline(images, done, rt).iter_rows()) if images else []) + (
+        _run_scenes(scenes, rt) if scenes else []
+    )
     errors = [row["error"] for row in rows if row["status"] != "ok"]
     return RunSummary(
         run_id=run_id,

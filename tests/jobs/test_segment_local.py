@@ -148,3 +148,16 @@ def test_png_outputs_decode(first_run):
     _, out, _ = first_run
     data = (out / "masks" / "a.png").read_bytes()
     assert Image.open(io.BytesIO(data)).getextrema()[1] <= 255
+
+
+def test_decoding_and_encoding_never_run_inside_the_inference_actors(embedded_ray, tmp_path, capsys):
+    from connectors.inputs import list_sources
+    from jobs.segment import Runtime, image_pipeline
+
+    write_corpus(tmp_path / "in")
+    config = _config(tmp_path / "in", tmp_path / "out")
+    ds = image_pipeline(list_sources(config.input), {}, Runtime(config, "explain", "cpu", "float32", 0.0))
+    ds.explain()
+    optimized = capsys.readouterr().out.split("Physical Plan (Optimized)")[1]
+    actors = [line for line in optimized.splitlines() if "ActorPoolMapOperator" in line]
+    assert actors and all(line.strip().endswith("[MapBatches(InferenceStage)]") for line in actors), optimized
