@@ -19,6 +19,9 @@ GOOD = {
 BAD = ("truncated.jpg", "empty.png", "text.jpg", "bomb.png")
 BOMB_SIDE = 2048
 BOMB_LIMIT = 1_000_000  # max_image_pixels for tests; the bomb exceeds it
+#: Command-line flags of a fast smoke run over the corpus: random tiny model on CPU.
+SMOKE_FLAGS = ["--variant", "lite", "--weights", "random", "--resolution", "64", "--device", "cpu",
+               "--max-image-pixels", str(BOMB_LIMIT)]  # fmt: skip
 
 
 def expected_size(name: str) -> tuple[int, int]:

@@ -9,7 +9,7 @@ from PIL import Image
 from connectors.manifest import read_manifest
 from jobs.config import build_config
 from jobs.segment import main, run
-from tests.jobs.corpus import BAD, BOMB_LIMIT, GOOD, expected_size, write_corpus
+from tests.jobs.corpus import BAD, BOMB_LIMIT, GOOD, SMOKE_FLAGS, expected_size, write_corpus
 
 
 def _config(src: Path, out: Path, **extra):
@@ -106,23 +106,7 @@ def test_rerun_skips_done_inputs_and_redoes_changed_ones(first_run):
 def test_exit_code_follows_the_failure_fraction(embedded_ray, tmp_path, capsys):
     src, out = tmp_path / "in", tmp_path / "out"
     write_corpus(src)
-    args = [
-        "--input",
-        str(src),
-        "--output",
-        str(out),
-        "--variant",
-        "lite",
-        "--weights",
-        "random",
-        "--resolution",
-        "64",
-        "--device",
-        "cpu",
-        "--max-image-pixels",
-        str(BOMB_LIMIT),
-        "--no-skip-existing",
-    ]
+    args = ["--input", str(src), "--output", str(out), *SMOKE_FLAGS, "--no-skip-existing"]
     assert main([*args, "--max-failure-fraction", "0.1"]) == 1
     printed = capsys.readouterr().out
     assert "4 ok, 4 failed" in printed and "FAILED" in printed and str(out / "manifest") in printed

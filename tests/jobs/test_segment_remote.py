@@ -9,24 +9,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from PIL import Image
 
-from tests.jobs.corpus import BAD, BOMB_LIMIT, GOOD, corpus_files, expected_size, write_corpus
+from tests.jobs.corpus import BAD, GOOD, SMOKE_FLAGS, corpus_files, expected_size, write_corpus
 from tests.ray_cluster import local_ray_cluster, submit_and_wait
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-JOB_FLAGS = [
-    "--variant",
-    "lite",
-    "--weights",
-    "random",
-    "--resolution",
-    "64",
-    "--device",
-    "cpu",
-    "--max-image-pixels",
-    str(BOMB_LIMIT),
-    "--max-failure-fraction",
-    "0.5",
-]
+JOB_FLAGS = [*SMOKE_FLAGS, "--max-failure-fraction", "0.5"]
 
 
 def _run_job(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
