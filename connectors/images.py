@@ -6,11 +6,12 @@ import io
 import struct
 import warnings
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageDecodeError", "decode_image", "encode_mask_png", "encode_png"]
+__all__ = ["ImageDecodeError", "ImageHeader", "decode_image", "encode_mask_png", "encode_png", "read_header"]
 
 #: Refuse images above this many pixels (decompression bombs); tiled scene inputs bypass this.
 MAX_IMAGE_PIXELS = 20_000 * 20_000
@@ -21,6 +22,32 @@ Image.MAX_IMAGE_PIXELS = None
 
 class ImageDecodeError(ValueError):
     """The bytes are not a readable image."""
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    format: str
+    mode: str
+    width: int
+    height: int
+
+
+def read_header(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageHeader:
+    """Format, mode and stored size from the header alone (no pixels decoded).
+
+    Raises ImageDecodeError naming `name` for unrecognised data or an over-large image, so a
+    decoder chosen from the header never allocates a decompression bomb.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            header = ImageHeader(image.format or "", image.mode, image.width, image.height)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ImageDecodeError(f"{name}: not a recognised image format") from None
+    if header.width * header.height > max_pixels:
+        raise ImageDecodeError(
+            f"{name}: {header.width}x{header.height} exceeds the {max_pixels} pixel limit (decompression bomb?)"
+        )
+    return header
 
 
 def decode_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:

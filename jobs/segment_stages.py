@@ -22,12 +22,18 @@ from birefnet_core.cutout import make_cutout
 from birefnet_core.postprocessing import resize_mask
 from birefnet_core.precision import dtype_name
 from birefnet_core.predictor import Predictor
-from birefnet_core.preprocessing import prepare_image, to_rgb_uint8, working_size
+from birefnet_core.preprocessing import (
+    decode_jpeg_rgb,
+    prepare_chw,
+    prepare_image,
+    to_rgb_uint8,
+    working_size,
+)
 from birefnet_core.quality import mask_quality
 from birefnet_core.runtime import set_cpu_threads
 from birefnet_core.variants import get_variant
 from birefnet_core.weights import load_model
-from connectors.images import decode_image, encode_mask_png, encode_png
+from connectors.images import decode_image, encode_mask_png, encode_png, read_header
 from connectors.inputs import Source, read_source
 from connectors.manifest import write_manifest_part
 from connectors.storage import S3Options, open_input, safe_output_uri, write_bytes_atomic
@@ -85,6 +91,23 @@ class PrepareStage:
         self.keep_bytes = keep_bytes
         self.max_pixels = max_pixels
 
+    def _prepare(self, data: bytes, uri: str) -> dict[str, Any]:
+        """Working-size pixels and original size. Plain RGB/grey JPEGs (most photos) take the
+        faster libjpeg-turbo path; everything else, and any JPEG it refuses, goes through Pillow."""
+        header = read_header(data, uri, self.max_pixels)
+        if header.format == "JPEG" and header.mode in ("RGB", "L"):
+            try:
+                image = decode_jpeg_rgb(data)
+            except (RuntimeError, ImportError):
+                log.debug("%s: torchvision could not decode it; using Pillow", uri)
+            else:
+                height, width = image.shape[1:]
+                size = working_size(self.variant, height, width, self.resolution)
+                return {"pixels": prepare_chw(image, size), "height": height, "width": width}
+        rgb = to_rgb_uint8(decode_image(data, uri, self.max_pixels))
+        size = working_size(self.variant, *rgb.shape[:2], self.resolution)
+        return {"pixels": prepare_image(rgb, size), "height": rgb.shape[0], "width": rgb.shape[1]}
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         set_cpu_threads(1)  # one core per CPU task; see birefnet_core.runtime
         rows = []
@@ -93,9 +116,7 @@ class PrepareStage:
             row.update(pixels=_EMPTY_PIXELS, height=0, width=0)
             if not row["error"]:
                 try:
-                    rgb = to_rgb_uint8(decode_image(row["data"], row["uri"], self.max_pixels))
-                    size = working_size(self.variant, *rgb.shape[:2], self.resolution)
-                    row.update(pixels=prepare_image(rgb, size), height=rgb.shape[0], width=rgb.shape[1])
+                    row.update(self._prepare(row["data"], row["uri"]))
                 except Exception as exc:
                     row["error"] = str(exc) if row["uri"] in str(exc) else f"{row['uri']}: {exc}"
             if not self.keep_bytes or row["error"]:

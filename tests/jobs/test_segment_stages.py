@@ -388,3 +388,31 @@ def test_finish_turns_a_write_failure_into_an_error_row(tmp_path):
     assert [f for f in _files(tmp_path) if not f.startswith("manifest/")] == []
     (row,) = read_manifest(str(tmp_path)).to_pylist()
     assert row["status"] == "error" and row["mask_uri"] is None
+
+
+def _jpeg(image, **save) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=92, **save)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_fast_jpeg_path_matches_pillow(mode):
+    from PIL import Image
+
+    from birefnet_core.preprocessing import prepare_image, to_rgb_uint8
+    from connectors.images import decode_image
+    from connectors.synthetic import object_scene
+    from jobs.segment_stages import PrepareStage
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    data = _jpeg(object_scene(120, 80, 3).convert(mode), exif=exif.tobytes())
+    stage = PrepareStage("lite", (64, 64), keep_bytes=False, max_pixels=10**7)
+    fast = stage._prepare(data, "x.jpg")
+    rgb = to_rgb_uint8(decode_image(data, "x.jpg"))
+    assert (fast["height"], fast["width"]) == rgb.shape[:2] == (120, 80)
+    reference = prepare_image(rgb, (64, 64)).astype(int)
+    assert np.abs(fast["pixels"].astype(int) - reference).max() <= 3
