@@ -390,7 +390,7 @@ def test_finish_turns_a_write_failure_into_an_error_row(tmp_path):
     assert row["status"] == "error" and row["mask_uri"] is None
 
 
-def _jpeg(image, **save) -> bytes:
+def _jpeg_with(image, **save) -> bytes:
     import io
 
     buffer = io.BytesIO()
@@ -409,7 +409,7 @@ def test_fast_jpeg_path_matches_pillow(mode):
 
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees on display
-    data = _jpeg(object_scene(120, 80, 3).convert(mode), exif=exif.tobytes())
+    data = _jpeg_with(object_scene(120, 80, 3).convert(mode), exif=exif.tobytes())
     stage = PrepareStage("lite", (64, 64), keep_bytes=False, max_pixels=10**7)
     fast = stage._prepare(data, "x.jpg")
     rgb = to_rgb_uint8(decode_image(data, "x.jpg"))
