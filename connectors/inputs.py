@@ -33,16 +33,16 @@ import pyarrow.parquet as pq
 from connectors.storage import (
     LOCAL_SCHEMES,
     S3Options,
-    _normalise_extensions,
-    _scheme,
-    _translated_errors,
-    _version_tag,
     filesystem,
     join_uri,
     list_files,
+    normalise_extensions,
     open_input,
     read_bytes,
     safe_output_uri,
+    translated_errors,
+    uri_scheme,
+    version_tag,
 )
 
 __all__ = [
@@ -155,7 +155,7 @@ def list_sources(
     else:
         sources = _sources_from_folder(spec, s3, extensions)
         if not sources:
-            wanted = ", ".join(sorted(_normalise_extensions(set(extensions)) or ()))
+            wanted = ", ".join(sorted(normalise_extensions(set(extensions)) or ()))
             raise ValueError(f"no images found under {spec} (looked for {wanted} files and .tar shards)")
     logger.info("%s: %d sources (%d tar shards)", spec, len(sources), sum(s.kind == "tar" for s in sources))
     return sources
@@ -216,12 +216,12 @@ def _listed_entries(list_uri: str, s3: S3Options | None) -> list[tuple[str, str]
 
 def _resolve_listed(entry: str, list_uri: str) -> str:
     """Absolute URI for a list entry; local paths become plain absolute paths so ids do not depend on spelling."""
-    scheme = _scheme(entry)
+    scheme = uri_scheme(entry)
     if scheme and scheme not in LOCAL_SCHEMES:
         return entry
     path = entry.partition("://")[2] if scheme else entry
     path = os.path.expanduser(path)
-    list_scheme = _scheme(list_uri)
+    list_scheme = uri_scheme(list_uri)
     if os.path.isabs(path):
         return os.path.normpath(path)
     if list_scheme in LOCAL_SCHEMES:
@@ -236,7 +236,7 @@ def _resolve_listed(entry: str, list_uri: str) -> str:
 
 def _relative_of_uri(uri: str) -> str:
     """``s3://bucket/a/b.jpg`` -> ``bucket/a/b.jpg``; ``/data/x.jpg`` -> ``data/x.jpg``."""
-    rest = uri.partition("://")[2] if _scheme(uri) else uri
+    rest = uri.partition("://")[2] if uri_scheme(uri) else uri
     return posixpath.normpath(rest).lstrip("/")
 
 
@@ -244,11 +244,11 @@ def _stat(uri: str, s3: S3Options | None) -> tuple[int, str]:
     """(size, version) of a listed input, or (-1, "") when it does not exist; other errors raise."""
     fs, path = filesystem(uri, s3)
     try:
-        with _translated_errors(uri, s3):
+        with translated_errors(uri, s3):
             info: dict[str, Any] = fs.info(path)
     except FileNotFoundError:
         return -1, ""
-    return int(info.get("size") or 0), _version_tag(info)
+    return int(info.get("size") or 0), version_tag(info)
 
 
 def _sources_from_list(list_uri: str, s3: S3Options | None) -> list[Source]:
@@ -362,7 +362,7 @@ def _shard_stem(relative_path: str) -> str:
 def _read_tar(
     source: Source, s3: S3Options | None, max_bytes: int, extensions: Iterable[str]
 ) -> list[Record]:
-    wanted = _normalise_extensions(set(extensions)) or frozenset()
+    wanted = normalise_extensions(set(extensions)) or frozenset()
     stem = _shard_stem(source.relative_path)
     # A name may repeat in a tar (appended updates); as with extraction, the last one wins.
     records: dict[str, Record] = {}

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from connectors.images import decode_image
 from connectors.inputs import IMAGE_EXTENSIONS
 from connectors.manifest import latest_rows, read_manifest
-from connectors.storage import S3Options, _scheme, join_uri, list_files, read_bytes
+from connectors.storage import S3Options, join_uri, list_files, read_bytes, uri_scheme
 
 __all__ = [
     "DROPPED_DIRS",
@@ -109,7 +109,7 @@ def _dataset_of(relative_path: str, default: str) -> str:
 
 def dataset_name_of(gt_root: str) -> str:
     """Default dataset name: the root's last folder, or its parent's when that is ``gt``/``masks``."""
-    path = gt_root.partition("://")[2] if _scheme(gt_root) else gt_root
+    path = gt_root.partition("://")[2] if uri_scheme(gt_root) else gt_root
     parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
     while parts and parts[-1] in MARKER_DIRS:
         parts.pop()

@@ -216,7 +216,7 @@ def _open(uri: str, s3: S3Options | None = None) -> Iterator[Any]:
     ``storage``); anything GDAL cannot read raises RasterReadError.
     """
     rasterio = _rasterio()
-    scheme = storage._scheme(uri)
+    scheme = storage.uri_scheme(uri)
     fs, path = storage.filesystem(uri, s3)
     if scheme in storage.S3_SCHEMES:
         env, target, kwargs = _env(s3), f"/vsis3/{path}", {}
@@ -659,7 +659,7 @@ class MaskRasterWriter:
     def _publish(self, staging: str) -> None:
         rasterio = _rasterio()
         fs, path = storage.filesystem(self.destination, self.s3)
-        local = storage._scheme(self.destination) in storage.LOCAL_SCHEMES
+        local = storage.uri_scheme(self.destination) in storage.LOCAL_SCHEMES
         if local:
             parent = os.path.dirname(path)
             os.makedirs(parent, exist_ok=True)
@@ -676,7 +676,7 @@ class MaskRasterWriter:
                     os.fsync(handle.fileno())
                 os.replace(cog, path)
             else:
-                with storage._translated_errors(self.destination, self.s3):
+                with storage.translated_errors(self.destination, self.s3):
                     fs.put_file(cog, path)  # streamed; multipart for large files
         except BaseException:
             if local:
@@ -784,6 +784,6 @@ def assemble_mask(
             _, path = storage.filesystem(chunk_uri(staging_root, chunk), s3)
             with contextlib.suppress(FileNotFoundError):
                 fs.rm_file(path)
-        if storage._scheme(staging_root) in storage.LOCAL_SCHEMES:
+        if storage.uri_scheme(staging_root) in storage.LOCAL_SCHEMES:
             with contextlib.suppress(OSError):
                 os.rmdir(storage.filesystem(staging_root)[1])  # only if now empty

@@ -93,7 +93,7 @@ class FileEntry:
     mtime_or_etag: str
 
 
-def _scheme(uri: str) -> str:
+def uri_scheme(uri: str) -> str:
     """Lower-case scheme of ``uri``, or "" for plain local paths."""
     scheme, sep, _ = uri.partition("://")
     return scheme.lower() if sep else ""
@@ -106,7 +106,7 @@ def filesystem(uri: str, s3: S3Options | None = None) -> tuple[fsspec.AbstractFi
     and each worker process keeps one S3 connection pool. Local paths are made absolute because
     Ray workers may not share the driver's working directory.
     """
-    scheme = _scheme(uri)
+    scheme = uri_scheme(uri)
     if scheme in LOCAL_SCHEMES:
         fs = fsspec.filesystem("file")
         local = uri.partition("://")[2] if scheme else uri
@@ -138,7 +138,7 @@ def _raise_translated(exc: BaseException, uri: str, s3: S3Options | None) -> NoR
     """Re-raise ``exc`` as the module's documented error, naming ``uri``."""
     if isinstance(exc, FileNotFoundError):
         raise FileNotFoundError(errno.ENOENT, "No such file or object", uri) from exc
-    if _scheme(uri) in S3_SCHEMES:
+    if uri_scheme(uri) in S3_SCHEMES:
         endpoint = (s3.endpoint_url if s3 else None) or "the default AWS endpoint"
         bucket = _bucket_of(uri)
         if isinstance(exc, PermissionError):
@@ -168,7 +168,7 @@ def _raise_translated(exc: BaseException, uri: str, s3: S3Options | None) -> NoR
 
 
 @contextlib.contextmanager
-def _translated_errors(uri: str, s3: S3Options | None) -> Iterator[None]:
+def translated_errors(uri: str, s3: S3Options | None) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
@@ -178,14 +178,14 @@ def _translated_errors(uri: str, s3: S3Options | None) -> Iterator[None]:
 def open_input(uri: str, s3: S3Options | None = None) -> IO[bytes]:
     """Open ``uri`` for binary reading; the handle is a context manager and streams from S3."""
     fs, path = filesystem(uri, s3)
-    with _translated_errors(uri, s3):
+    with translated_errors(uri, s3):
         return cast(IO[bytes], fs.open(path, "rb"))
 
 
 def read_bytes(uri: str, s3: S3Options | None = None) -> bytes:
     """Read the whole object at ``uri`` (images are small enough to decode from memory)."""
     fs, path = filesystem(uri, s3)
-    with _translated_errors(uri, s3):
+    with translated_errors(uri, s3):
         return cast(bytes, fs.cat_file(path))
 
 
@@ -219,21 +219,21 @@ def write_bytes_atomic(uri: str, data: bytes, s3: S3Options | None = None) -> No
     atomic by itself, and memory writes are too.
     """
     fs, path = filesystem(uri, s3)
-    with _translated_errors(uri, s3):
-        if _scheme(uri) in LOCAL_SCHEMES:
+    with translated_errors(uri, s3):
+        if uri_scheme(uri) in LOCAL_SCHEMES:
             _write_local_atomic(path, data)
         else:
             fs.pipe_file(path, data)
     logger.debug("wrote %d bytes to %s", len(data), uri)
 
 
-def _normalise_extensions(extensions: set[str] | None) -> frozenset[str] | None:
+def normalise_extensions(extensions: set[str] | None) -> frozenset[str] | None:
     if extensions is None:
         return None
     return frozenset("." + ext.lower().lstrip(".") for ext in extensions)
 
 
-def _version_tag(info: dict[str, Any]) -> str:
+def version_tag(info: dict[str, Any]) -> str:
     """ETag for S3 (quotes stripped), otherwise the modification time as ISO-8601 UTC."""
     etag = info.get("ETag") or info.get("etag")
     if etag:
@@ -257,12 +257,12 @@ def list_files(
     """
     fs, root_path = filesystem(root_uri, s3)
     root_path = root_path.rstrip("/")
-    wanted = _normalise_extensions(extensions)
-    base = root_uri if _scheme(root_uri) else root_path
+    wanted = normalise_extensions(extensions)
+    base = root_uri if uri_scheme(root_uri) else root_path
     base = base if base.endswith("://") else base.rstrip("/")
     prefix = f"{root_path}/"
 
-    with _translated_errors(root_uri, s3):
+    with translated_errors(root_uri, s3):
         found = cast(dict[str, dict[str, Any]], fs.find(root_path, detail=True))
         entries: list[FileEntry] = []
         for name, info in found.items():
@@ -276,7 +276,7 @@ def list_files(
                     uri=join_uri(base, relative),
                     relative_path=relative,
                     size=int(info.get("size") or 0),
-                    mtime_or_etag=_version_tag(info),
+                    mtime_or_etag=version_tag(info),
                 )
             )
         missing = not entries and not fs.exists(root_path)
