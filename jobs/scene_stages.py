@@ -36,6 +36,7 @@ from connectors.raster import (
 from connectors.storage import S3Options, join_uri, safe_output_uri
 
 from .batches import column_batch, rows_of
+from .segment_stages import MODEL_KEYS
 
 __all__ = [
     "SCENE_EXTENSIONS",
@@ -221,12 +222,12 @@ class ChunkBlendStage:
                     "decode_seconds": float(row["decode_seconds"]),
                     "infer_seconds": float(row["infer_seconds"]),
                     "encode_seconds": time.perf_counter() - started,
-                    **{key: row[key] for key in ("weights", "weights_source", "dtype")},
+                    **{key: row[key] for key in MODEL_KEYS},
                     **result,
                 }
             )
         keys = ("scene_id", "chunk", "error", "decode_seconds", "infer_seconds", "encode_seconds",
-                "weights", "weights_source", "dtype", "seam_sum", "seam_pairs", "histogram", "tile_count")  # fmt: skip
+                *MODEL_KEYS, "seam_sum", "seam_pairs", "histogram", "tile_count")  # fmt: skip
         return column_batch(out, keys)
 
 
@@ -263,7 +264,7 @@ def assemble_scene(
         "tile_count": int(sum(r["tile_count"] for r in chunk_results)),
         "decode_seconds": sum(r["decode_seconds"] for r in chunk_results),
         "infer_seconds": sum(r["infer_seconds"] for r in chunk_results),
-        **({k: chunk_results[0][k] for k in ("weights", "weights_source", "dtype")} if chunk_results else {}),
+        **({k: chunk_results[0][k] for k in MODEL_KEYS} if chunk_results else {}),
     }
     started = time.perf_counter()
     if not errors and len(chunk_results) == len(plan.chunks):
