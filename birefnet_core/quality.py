@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import cv2
 import numpy as np
 
 __all__ = ["MaskQuality", "mask_histogram", "mask_quality", "quality_from_histogram"]
@@ -29,13 +30,24 @@ class MaskQuality:
 
 
 _LEVELS = np.arange(256, dtype=np.float64) / 255.0
+# OpenCV counts in float32, exact up to 2**24; larger masks are counted in slices of this size.
+_HISTOGRAM_SLICE = 1 << 24
 
 
 def mask_histogram(mask: np.ndarray) -> np.ndarray:
-    """256-bin histogram of an 8-bit mask (float masks are quantised first)."""
+    """256-bin int64 histogram of an 8-bit mask of any shape (float masks are quantised first).
+
+    OpenCV's counting loop is about three times faster than `np.bincount`, which widens every
+    byte to a 64-bit index first.
+    """
     if mask.dtype != np.uint8:
         mask = np.rint(np.clip(mask, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return np.bincount(mask.ravel(), minlength=256)
+    flat = mask.ravel()
+    counts = np.zeros(256, np.int64)
+    for start in range(0, flat.size, _HISTOGRAM_SLICE):
+        part = flat[start : start + _HISTOGRAM_SLICE]
+        counts += cv2.calcHist([part], [0], None, [256], [0, 256])[:, 0].astype(np.int64)
+    return counts
 
 
 def quality_from_histogram(counts: np.ndarray) -> MaskQuality:

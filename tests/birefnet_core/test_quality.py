@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from birefnet_core.quality import EMPTY_FRACTION, mask_quality
+from birefnet_core.quality import EMPTY_FRACTION, mask_histogram, mask_quality
 from connectors.manifest import MANIFEST_SCHEMA
 
 
@@ -108,3 +108,21 @@ def test_as_dict_keys_are_manifest_columns():
     row = mask_quality(np.zeros((2, 2), np.uint8)).as_dict()
     assert set(row) == {"mean_confidence", "uncertain_fraction", "foreground_fraction", "is_empty", "is_full"}
     assert set(row) <= set(MANIFEST_SCHEMA.names)
+
+
+@pytest.mark.parametrize("view", ["plain", "transposed", "strided", "selected"])
+def test_histogram_equals_bincount_for_any_layout(view):
+    mask = np.random.default_rng(2).integers(0, 256, (41, 67), dtype=np.uint8)
+    layouts = {"plain": mask, "transposed": mask.T, "strided": mask[::3, ::2], "selected": mask[mask > 90]}
+    array = layouts[view]
+    counts = mask_histogram(array)
+    assert counts.dtype == np.int64
+    np.testing.assert_array_equal(counts, np.bincount(array.ravel(), minlength=256))
+
+
+def test_histogram_counts_exactly_beyond_float32_precision():
+    # 2**24 + 3 is not a float32; OpenCV counts in float32, so the count must be assembled in slices.
+    mask = np.full(2**24 + 5, 7, np.uint8)
+    mask[:2] = 200
+    counts = mask_histogram(mask)
+    assert counts[7] == 2**24 + 3 and counts[200] == 2 and counts.sum() == mask.size
