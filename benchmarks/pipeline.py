@@ -4,7 +4,8 @@ Part 1 runs the job's own stage functions in this process over N generated 2048x
 stand-in model that costs nothing, and reports CPU seconds per image for each step (read, decode +
 resize, normalise, post-process + quality, PNG encode + atomic write). Part 2 runs the real Ray
 job on the same images with a real (random-weight) model and compares its throughput with the
-model alone (`Predictor.infer` on ready batches) on the same machine. Prints JSON.
+model alone (`Predictor.infer` on ready batches) on the same machine. Runs with the environment
+the job gives its workers (`ALLOCATOR_ENV`). Prints JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from birefnet_core.preprocessing import normalize_batch
-from birefnet_core.runtime import set_cpu_threads
+from birefnet_core.runtime import ALLOCATOR_ENV, set_cpu_threads
 from birefnet_core.variants import IMAGENET_MEAN, IMAGENET_STD
 from connectors.inputs import list_sources
 from connectors.storage import S3Options, write_bytes_atomic
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--skip-e2e", action="store_true")
     args = parser.parse_args(argv)
+    os.environ.update(ALLOCATOR_ENV)  # as the job's workers start; works before torch's first allocation
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_jpegs(root / "in", args.images, args.width, args.height)

@@ -20,6 +20,7 @@ import ray
 from ray.data import ActorPoolStrategy
 
 from birefnet_core.precision import cpu_has_native_bf16
+from birefnet_core.runtime import ALLOCATOR_ENV
 from birefnet_core.variants import VARIANTS
 from birefnet_core.weights import (
     RANDOM_WEIGHTS,
@@ -50,6 +51,10 @@ log = logging.getLogger("jobs.segment")
 
 #: RAM reserved per inference actor (weights plus activations of a batch), bytes.
 INFERENCE_ACTOR_MEMORY = 2 * 1024**3
+#: Remote options of every stage: workers start with the allocator settings (see ALLOCATOR_ENV).
+#: Set per stage, not in ray.init, because a job submitted with its own runtime_env ignores
+#: ray.init's; Ray merges these env_vars into the job's and keeps its working_dir.
+STAGE_OPTIONS = {"runtime_env": {"env_vars": ALLOCATOR_ENV}}
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,7 @@ def _infer(ds: ray.data.Dataset, rt: Runtime) -> ray.data.Dataset:
         # A replica's own RAM; distinct resources also keep Ray Data from fusing the CPU
         # stages (decode, resize) into the accelerator actor.
         memory=INFERENCE_ACTOR_MEMORY,
+        **STAGE_OPTIONS,
     )
 
 
@@ -153,10 +159,11 @@ def image_pipeline(sources: list[Source], skip: dict[str, str], rt: Runtime) -> 
     config = rt.config
     ds = ray.data.from_items([asdict(s) for s in sources], override_num_blocks=max(1, min(len(sources), 200)))
     # CPU stages are tasks (callable instances): they hold a core only while a batch runs.
-    ds = ds.map_batches(ReadStage(config.s3, skip), batch_size=4)
+    ds = ds.map_batches(ReadStage(config.s3, skip), batch_size=4, **STAGE_OPTIONS)
     ds = ds.map_batches(
         PrepareStage(config.variant, config.resolution, "cutout" in config.outputs, config.max_image_pixels),
         batch_size=config.batch_size,
+        **STAGE_OPTIONS,
     )
     ds = _infer(ds, rt)
     finish = FinishStage(
@@ -166,7 +173,7 @@ def image_pipeline(sources: list[Source], skip: dict[str, str], rt: Runtime) -> 
         config.s3,
         run_fields(rt.run_id, config.variant, config.resolution),
     )
-    return ds.map_batches(finish, batch_size=max(config.batch_size, 16))
+    return ds.map_batches(finish, batch_size=max(config.batch_size, 16), **STAGE_OPTIONS)
 
 
 def _run_scenes(plans: list[ScenePlan], rt: Runtime) -> list[dict]:
@@ -176,15 +183,19 @@ def _run_scenes(plans: list[ScenePlan], rt: Runtime) -> list[dict]:
     staging = join_uri(config.output, f"runs/{rt.run_id}/staging")
     rows = [row for plan in plans for row in chunk_rows(plan)]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
-    ds = ds.map_batches(ChunkTileStage(config.scene_tile_size, config.tile_overlap, config.s3), batch_size=1)
+    ds = ds.map_batches(
+        ChunkTileStage(config.scene_tile_size, config.tile_overlap, config.s3), batch_size=1, **STAGE_OPTIONS
+    )
     ds = _infer(ds, rt)
     ds = ds.map_batches(
-        ChunkBlendStage(staging, config.tile_overlap, config.threshold, config.s3), batch_size=1
+        ChunkBlendStage(staging, config.tile_overlap, config.threshold, config.s3),
+        batch_size=1,
+        **STAGE_OPTIONS,
     )
     results: dict[str, list[dict]] = {plan.id: [] for plan in plans}
     for row in ds.iter_rows():
         results[row["scene_id"]].append(row)
-    assemble = ray.remote(num_cpus=1)(assemble_scene)
+    assemble = ray.remote(num_cpus=1, **STAGE_OPTIONS)(assemble_scene)
     manifest = ray.get(
         [assemble.remote(plan, results[plan.id], config.output, staging, config.s3) for plan in plans]
     )

@@ -145,3 +145,28 @@ def test_decoding_and_encoding_never_run_inside_the_inference_actors(embedded_ra
     optimized = capsys.readouterr().out.split("Physical Plan (Optimized)")[1]
     actors = [line for line in optimized.splitlines() if "ActorPoolMapOperator" in line]
     assert actors and all(line.strip().endswith("[MapBatches(InferenceStage)]") for line in actors), optimized
+
+
+def test_every_stage_starts_its_workers_with_the_allocator_settings(embedded_ray, tmp_path):
+    import ray
+
+    from birefnet_core.runtime import ALLOCATOR_ENV
+    from connectors.inputs import list_sources
+    from jobs.segment import STAGE_OPTIONS, Runtime, image_pipeline
+
+    write_corpus(tmp_path / "in")
+    config = _config(tmp_path / "in", tmp_path / "out")
+    ds = image_pipeline(list_sources(config.input), {}, Runtime(config, "env", "cpu", "float32", 0.0))
+    stages, pending = [], [ds._logical_plan.dag]
+    while pending:
+        op = pending.pop()
+        pending.extend(op.input_dependencies)
+        if type(op).__name__ == "MapBatches":
+            stages.append(op)
+    assert len(stages) == 4  # read, prepare, inference, finish
+    for op in stages:
+        assert op.ray_remote_args["runtime_env"]["env_vars"] == ALLOCATOR_ENV, op
+
+    # and Ray hands the variables to the worker processes
+    probe = ray.remote(num_cpus=1, **STAGE_OPTIONS)(lambda: {k: os.environ.get(k) for k in ALLOCATOR_ENV})
+    assert ray.get(probe.remote()) == ALLOCATOR_ENV
