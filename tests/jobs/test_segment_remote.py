@@ -33,18 +33,25 @@ def _s3_env(server, secret: str) -> dict[str, str]:
     return env
 
 
+def _s3_flags(server, bucket: str) -> list[str]:
+    """The job reads `photos/` and writes `results/` in the bucket on the test server."""
+    return [
+        "--input",
+        f"s3://{bucket}/photos",
+        "--output",
+        f"s3://{bucket}/results",
+        "--s3-endpoint-url",
+        server.endpoint_url,
+    ]
+
+
 def test_s3_to_s3(s3_server, s3_bucket):
     fs = s3_server.filesystem()
     for name, data in corpus_files().items():
         fs.pipe(f"{s3_bucket}/photos/{name}", data)
     result = _run_job(
         [
-            "--input",
-            f"s3://{s3_bucket}/photos",
-            "--output",
-            f"s3://{s3_bucket}/results",
-            "--s3-endpoint-url",
-            s3_server.endpoint_url,
+            *_s3_flags(s3_server, s3_bucket),
             "--num-cpus",
             "2",
             "--object-store-memory",
@@ -70,12 +77,7 @@ def test_wrong_secret_fails_with_a_clear_error(s3_server, s3_bucket):
     s3_server.filesystem().pipe(f"{s3_bucket}/photos/a.jpg", corpus_files()["a.jpg"])
     result = _run_job(
         [
-            "--input",
-            f"s3://{s3_bucket}/photos",
-            "--output",
-            f"s3://{s3_bucket}/results",
-            "--s3-endpoint-url",
-            s3_server.endpoint_url,
+            *_s3_flags(s3_server, s3_bucket),
             *JOB_FLAGS,
         ],
         _s3_env(s3_server, "not-the-secret"),
