@@ -30,10 +30,10 @@ import shutil
 import tempfile
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -78,6 +78,8 @@ COG_OPTIONS: dict[str, str | int] = {
     "BLOCKSIZE": MASK_BLOCK,
     "BIGTIFF": "IF_SAFER",
 }
+
+T = TypeVar("T")
 
 Window = tuple[int, int, int, int]
 """A pixel window (y0, x0, y1, x1): rows y0..y1-1 and columns x0..x1-1."""
@@ -142,11 +144,16 @@ def _gdal_s3_options(s3: S3Options | None) -> dict[str, str]:
     Unset credentials leave GDAL's own AWS chain (environment, ~/.aws, instance metadata).
     GDAL ignores ``AWS_ENDPOINT_URL``, which botocore (hence ``storage``) honours, so it is
     translated here to keep both readers on the same endpoint.
+
+    GDAL retries 429/5xx and timed-out or reset connections (not refused ones), multiplying its
+    delay by 2 to 2.5 after each retry without a cap; n retries from a 1 s delay so wait at least
+    2**n - 1 s, and the fewest that cover ``s3.retry_seconds`` are allowed.
     """
     s3 = s3 or S3Options()
+    max_retry = math.ceil(math.log2(s3.retry_seconds + 1))
     options = {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no bucket listing per open
-        "GDAL_HTTP_MAX_RETRY": "3",
+        "GDAL_HTTP_MAX_RETRY": str(max_retry),
         "GDAL_HTTP_RETRY_DELAY": "1",
     }
     endpoint = s3.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -256,10 +263,27 @@ def _info_of(dataset: Any) -> RasterInfo:
     )
 
 
+def _unless_the_store_failed(uri: str, s3: S3Options | None, read: Callable[[], T]) -> T:
+    """Run a GDAL read; when it fails on S3, ask storage whether the store answers (an outage
+    raises StorageUnavailableError there) and, if it does, read once more before blaming the
+    raster: GDAL reports a dropped connection and a corrupt file alike."""
+    try:
+        return read()
+    except RasterReadError:
+        if storage.uri_scheme(uri) not in storage.S3_SCHEMES:
+            raise
+        storage.open_input(uri, s3).close()
+        return read()
+
+
 def read_info(uri: str, s3: S3Options | None = None) -> RasterInfo:
     """Metadata of the raster at ``uri``; reads headers only, never pixels."""
-    with _open(uri, s3) as dataset:
-        return _info_of(dataset)
+
+    def read() -> RasterInfo:
+        with _open(uri, s3) as dataset:
+            return _info_of(dataset)
+
+    return _unless_the_store_failed(uri, s3, read)
 
 
 # --- chunk plan ------------------------------------------------------------------------------
@@ -454,18 +478,22 @@ def read_window(
     False where any selected band is nodata, NaN or masked (alpha band, internal mask);
     those pixels are 0 in the image so callers can write nodata back.
     """
-    with _open(uri, s3) as dataset:
-        _check_window(window, dataset.height, dataset.width, uri)
-        chosen = resolve_bands(bands, dataset.count, uri)
-        unique = sorted(set(chosen))
-        y0, x0, y1, x1 = window
-        gdal_window = _rasterio().windows.Window(x0, y0, x1 - x0, y1 - y0)
-        data = dataset.read(unique, window=gdal_window)
-        valid = _valid_mask(dataset, unique, data, window=gdal_window)
-    selected = data[[unique.index(b) for b in chosen]]
-    image = _to_uint8(selected, scale, uri)
-    image[~valid] = 0
-    return image, valid
+
+    def read() -> tuple[np.ndarray, np.ndarray]:
+        with _open(uri, s3) as dataset:
+            _check_window(window, dataset.height, dataset.width, uri)
+            chosen = resolve_bands(bands, dataset.count, uri)
+            unique = sorted(set(chosen))
+            y0, x0, y1, x1 = window
+            gdal_window = _rasterio().windows.Window(x0, y0, x1 - x0, y1 - y0)
+            data = dataset.read(unique, window=gdal_window)
+            valid = _valid_mask(dataset, unique, data, window=gdal_window)
+        selected = data[[unique.index(b) for b in chosen]]
+        image = _to_uint8(selected, scale, uri)
+        image[~valid] = 0
+        return image, valid
+
+    return _unless_the_store_failed(uri, s3, read)
 
 
 SCALING_WINDOW = 256

