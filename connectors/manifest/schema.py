@@ -1,46 +1,15 @@
-"""The Parquet quality manifest: one row per input per run, written as immutable parts.
+"""The manifest's columns: their types, their documentation, and conforming tables to them.
 
-Every worker batch writes its own part file (``<output>/manifest/part-<run_id>-<uuid>.parquet``),
-so there is no shared file to append to and a retried task only adds a part. Readers
-concatenate the parts; an incremental re-run adds newer rows for the same ids, and
-``latest_rows`` picks the newest per id. Error rows (unreadable inputs) live in the same table
-with ``status="error"`` so a run's failures are queryable next to its quality metrics.
+Parts written by older versions may lack newer nullable columns; every reader goes through
+``conform`` so all tables handed out share one schema (or the projection of it that was asked for).
 """
 
 from __future__ import annotations
 
-import io
-import logging
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
-from connectors.storage import (
-    S3Options,
-    join_uri,
-    list_files,
-    read_bytes,
-    safe_output_uri,
-    write_bytes_atomic,
-)
-
-__all__ = [
-    "MANIFEST_COLUMNS_DOC",
-    "MANIFEST_DIR",
-    "MANIFEST_SCHEMA",
-    "completed_inputs",
-    "latest_rows",
-    "read_manifest",
-    "write_manifest_part",
-]
-
-logger = logging.getLogger(__name__)
-
-MANIFEST_DIR = "manifest"
 
 _REQUIRED = frozenset({"id", "source_uri", "status", "run_id"})
 
@@ -113,8 +82,6 @@ MANIFEST_COLUMNS_DOC: dict[str, str] = {
     "processed_at": "When the row was produced (UTC); the newest row per id wins.",
 }
 
-_PART_PREFIX = "part-"
-
 
 def _column(field: pa.Field, rows: Sequence[Mapping[str, Any]]) -> pa.Array:
     values = [row.get(field.name) for row in rows]
@@ -127,46 +94,39 @@ def _column(field: pa.Field, rows: Sequence[Mapping[str, Any]]) -> pa.Array:
     return array
 
 
-def _table_from_rows(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+def table_from_rows(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Rows keyed by column name as a MANIFEST_SCHEMA table; bad names or types raise ValueError."""
     unknown = sorted({key for row in rows for key in row} - set(MANIFEST_SCHEMA.names))
     if unknown:
         raise ValueError(f"unknown manifest columns {unknown}; known: {MANIFEST_SCHEMA.names}")
     return pa.Table.from_arrays([_column(field, rows) for field in MANIFEST_SCHEMA], schema=MANIFEST_SCHEMA)
 
 
-def write_manifest_part(output_root: str, rows: list[dict], s3: S3Options | None = None) -> str:
-    """Write ``rows`` as a new manifest part under ``output_root`` and return its URI.
-
-    Rows are dicts keyed by column name; missing keys become null, unknown keys or values of
-    the wrong type raise ValueError naming the column. All rows must share one ``run_id``,
-    which goes into the file name. The part appears atomically (zstd-compressed Parquet), so a
-    reader never sees half a part. No rows, no file: returns "".
-    """
-    if not rows:
-        return ""
-    table = _table_from_rows(rows)
-    run_ids = table.column("run_id").unique().to_pylist()
-    if len(run_ids) != 1:
-        raise ValueError(f"manifest rows mix run ids {sorted(run_ids)}; write one part per run")
-    run_id = run_ids[0]
-    if not run_id or "/" in run_id or "\\" in run_id:
-        raise ValueError(f"run_id {run_id!r} cannot be part of a file name")
-
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    uri = safe_output_uri(output_root, f"{MANIFEST_DIR}/{_PART_PREFIX}{run_id}-{uuid.uuid4().hex}.parquet")
-    write_bytes_atomic(uri, buffer.getvalue(), s3=s3)
-    logger.info("wrote %d manifest rows to %s", table.num_rows, uri)
-    return uri
+def projected_schema(columns: Sequence[str] | None) -> pa.Schema:
+    """MANIFEST_SCHEMA restricted to ``columns`` in the order asked; None means every column."""
+    if columns is None:
+        return MANIFEST_SCHEMA
+    unknown = [name for name in columns if name not in MANIFEST_SCHEMA.names]
+    if unknown:
+        raise ValueError(f"unknown manifest columns {unknown}; known: {MANIFEST_SCHEMA.names}")
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"manifest columns asked for twice: {list(columns)}")
+    return pa.schema([MANIFEST_SCHEMA.field(name) for name in columns])
 
 
-def _conform(table: pa.Table, uri: str) -> pa.Table:
-    """Cast a part to MANIFEST_SCHEMA; columns missing from older parts become null."""
-    unknown = sorted(set(table.column_names) - set(MANIFEST_SCHEMA.names))
+def check_known_columns(names: Iterable[str], uri: str) -> None:
+    """Refuse files with columns this version does not know, rather than silently dropping them."""
+    unknown = sorted(set(names) - set(MANIFEST_SCHEMA.names))
     if unknown:
         raise ValueError(f"{uri}: unknown manifest columns {unknown}; written by a newer version?")
+
+
+def conform(table: pa.Table, uri: str, schema: pa.Schema = MANIFEST_SCHEMA) -> pa.Table:
+    """Cast a file's table to ``schema``; columns missing from older parts become null."""
+    if table.schema.equals(schema):
+        return table
     columns = []
-    for field in MANIFEST_SCHEMA:
+    for field in schema:
         if field.name in table.column_names:
             column = table.column(field.name)
             try:
@@ -179,57 +139,4 @@ def _conform(table: pa.Table, uri: str) -> pa.Table:
             columns.append(pa.nulls(table.num_rows, field.type))
         else:
             raise ValueError(f"{uri}: required manifest column {field.name!r} is missing")
-    return pa.Table.from_arrays(columns, schema=MANIFEST_SCHEMA)
-
-
-def read_manifest(output_root: str, s3: S3Options | None = None) -> pa.Table:
-    """All manifest parts under ``output_root`` as one table with MANIFEST_SCHEMA.
-
-    Only ``*.parquet`` files count; hidden (``.x``) and ``_x`` files such as temp files or
-    ``_SUCCESS`` markers are ignored. No manifest yet gives an empty table.
-    """
-    try:
-        entries = list_files(join_uri(output_root, MANIFEST_DIR), {"parquet"}, s3=s3)
-    except FileNotFoundError:
-        return MANIFEST_SCHEMA.empty_table()
-    parts = []
-    for entry in entries:
-        name = entry.relative_path.rsplit("/", 1)[-1]
-        if name.startswith((".", "_")):
-            continue
-        parts.append(_conform(pq.read_table(io.BytesIO(read_bytes(entry.uri, s3=s3))), entry.uri))
-    if not parts:
-        return MANIFEST_SCHEMA.empty_table()
-    return pa.concat_tables(parts)
-
-
-def latest_rows(table: pa.Table) -> pa.Table:
-    """One row per ``id``: the one with the newest ``processed_at``, sorted by id.
-
-    Rows without ``processed_at`` count as oldest; on a tie the row that comes later in
-    ``table`` wins.
-    """
-    if table.num_rows == 0:
-        return table
-    order, newest = "__manifest_row", "__manifest_time"
-    # Missing times become the oldest possible, so any timed row wins over an untimed one.
-    times = pc.fill_null(table.column("processed_at").cast(pa.int64()), -(2**63))
-    indexed = table.append_column(order, pa.array(range(table.num_rows), pa.int64())).append_column(
-        newest, times
-    )
-    ranked = indexed.sort_by([("id", "ascending"), (newest, "descending"), (order, "descending")])
-    ids = ranked.column("id")
-    first_of_id = pa.concat_arrays(
-        [
-            pa.array([True]),
-            pc.not_equal(ids.slice(1), ids.slice(0, ranked.num_rows - 1)).combine_chunks(),
-        ]
-    )
-    return ranked.filter(first_of_id).drop_columns([order, newest])
-
-
-def completed_inputs(output_root: str, s3: S3Options | None = None) -> dict[str, str]:
-    """id -> source version of every input whose latest row is `ok`: what a re-run may skip."""
-    latest = latest_rows(read_manifest(output_root, s3))
-    done = latest.filter(pc.equal(latest.column("status"), "ok"))
-    return dict(zip(done.column("id").to_pylist(), done.column("source_version").to_pylist(), strict=True))
+    return pa.Table.from_arrays(columns, schema=schema)
