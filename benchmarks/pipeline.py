@@ -23,7 +23,7 @@ import torch
 from birefnet_core.preprocessing import normalize_batch
 from birefnet_core.runtime import ALLOCATOR_ENV, set_cpu_threads
 from birefnet_core.variants import IMAGENET_MEAN, IMAGENET_STD
-from connectors.inputs import list_sources
+from connectors.listing import list_sources
 from connectors.storage import S3Options, write_bytes_atomic
 from connectors.synthetic import encode_image, object_scene
 from jobs.batches import column_batch, rows_of

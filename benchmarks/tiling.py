@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from connectors.inputs import Source
+from connectors.listing import Source
 from connectors.raster import read_info
 from connectors.storage import S3Options
 from jobs.batches import column_batch, rows_of

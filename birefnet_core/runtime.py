@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import cv2
-import torch
-
 __all__ = ["ALLOCATOR_ENV", "set_cpu_threads"]
 
 #: Environment for worker processes, applied at their start (it has no effect once PyTorch has
@@ -18,8 +15,12 @@ def set_cpu_threads(count: int) -> None:
     """Cap PyTorch's and OpenCV's intra-op threads in this process.
 
     CPU pipeline workers each own one core: letting every worker's resize also spawn a thread
-    per core oversubscribes the machine and burns CPU in spinning OpenMP threads.
+    per core oversubscribes the machine and burns CPU in spinning OpenMP threads. Imported here
+    so that reading ALLOCATOR_ENV does not load torch (light tasks such as listing use it).
     """
+    import cv2
+    import torch
+
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     if cv2.getNumThreads() != count:

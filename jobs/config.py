@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from birefnet_core.variants import VARIANTS
-from connectors.storage import S3Options
+from connectors.storage import LOCAL_SCHEMES, S3Options, uri_scheme
 
 __all__ = ["ConfigError", "SegmentConfig", "parse_args"]
 
@@ -104,6 +105,12 @@ class SegmentConfig(BaseModel):
         None, description="S3-compatible endpoint; credentials come from the standard AWS chain."
     )
     s3_region: str | None = Field(None, description="S3 region for request signing.")
+    s3_retry_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="How long transient S3 faults (refused connections, timeouts, 5xx, throttling) are "
+        "retried before the job stops with exit code 2.",
+    )
     max_failure_fraction: float = Field(
         0.01, ge=0, le=1, description="Exit non-zero when more inputs than this fail."
     )
@@ -120,6 +127,19 @@ class SegmentConfig(BaseModel):
         None, ge=78_643_200, description="Object store bytes for an embedded local Ray."
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs for an embedded local Ray (default: all).")
+    compact_manifest: bool = Field(
+        True, description="Merge the manifest's parts into a few files at the end of each run."
+    )
+
+    @field_validator("input", "output", "weights")
+    @classmethod
+    def _absolute_local_paths(cls, value: str | None) -> str | None:
+        """Local paths become absolute here, once: workers (and `ray job submit`'s runtime
+        folder) have other working directories, and the manifest records these paths."""
+        if value is None or uri_scheme(value) not in LOCAL_SCHEMES or value in VARIANTS or value == "random":
+            return value
+        local = value.partition("://")[2] if uri_scheme(value) else value
+        return os.path.abspath(os.path.expanduser(local)) + ("/" if value.endswith("/") else "")
 
     @field_validator("variant")
     @classmethod
@@ -248,7 +268,9 @@ class SegmentConfig(BaseModel):
 
     @property
     def s3(self) -> S3Options:
-        return S3Options(endpoint_url=self.s3_endpoint_url, region=self.s3_region)
+        return S3Options(
+            endpoint_url=self.s3_endpoint_url, region=self.s3_region, retry_seconds=self.s3_retry_seconds
+        )
 
     def resolved_dtype(self, device: str, cpu_native_bf16: bool) -> str:
         if self.dtype != "auto":
@@ -285,12 +307,14 @@ _FLAGS: dict[str, dict[str, Any]] = {
     "scene_min_pixels": {"type": int},
     "s3_endpoint_url": {},
     "s3_region": {},
+    "s3_retry_seconds": {"type": float},
     "max_failure_fraction": {"type": float},
     "max_image_pixels": {"type": int},
     "skip_existing": {"action": argparse.BooleanOptionalAction},
     "ray_address": {},
     "object_store_memory": {"type": int},
     "num_cpus": {"type": int},
+    "compact_manifest": {"action": argparse.BooleanOptionalAction},
 }
 
 

@@ -10,6 +10,8 @@ them into one Cloud-Optimised GeoTIFF. No worker ever holds more than one chunk.
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -20,35 +22,39 @@ import numpy as np
 from birefnet_core.quality import mask_histogram, quality_from_histogram
 from birefnet_core.runtime import set_cpu_threads
 from birefnet_core.tiling import Tile, TileAccumulator, plan_tiles, tile_window
-from connectors.inputs import Source, item_id
+from connectors.layout import OutputLayout, collision_message
+from connectors.listing import SCENE_EXTENSIONS, Source, item_id, output_name
 from connectors.raster import (
     BandScaling,
     Chunk,
     RasterInfo,
+    RasterReadError,
     assemble_mask,
     compute_band_scaling,
     encode_nodata,
     plan_chunks,
+    read_info,
     read_window,
     resolve_bands,
     write_chunk,
 )
-from connectors.storage import S3Options, join_uri, safe_output_uri
+from connectors.storage import S3Options, StorageUnavailableError, join_uri
 
 from .batches import column_batch, rows_of
 from .segment_stages import MODEL_KEYS
 
 __all__ = [
-    "SCENE_EXTENSIONS",
     "ChunkBlendStage",
     "ChunkTileStage",
     "ScenePlan",
     "assemble_scene",
+    "plan_candidate",
     "plan_scene",
-    "scene_output_key",
+    "scene_error_row",
 ]
 
-SCENE_EXTENSIONS = frozenset({".tif", ".tiff"})
+log = logging.getLogger(__name__)
+
 TILE_KEYS = (
     "scene_id",
     "uri",
@@ -71,16 +77,13 @@ class ScenePlan:
     id: str
     uri: str
     relative_path: str
+    name: str
     size: int
     version: str
     info: RasterInfo
     bands: tuple[int, int, int]
     scaling: BandScaling | None
     chunks: tuple[Chunk, ...]
-
-
-def scene_output_key(relative_path: str) -> str:
-    return f"masks/{PurePosixPath(relative_path).with_suffix('.tif')}"
 
 
 def is_scene_candidate(source: Source) -> bool:
@@ -102,6 +105,7 @@ def plan_scene(
         id=item_id(source.uri),
         uri=source.uri,
         relative_path=source.relative_path,
+        name=output_name(source),
         size=source.size,
         version=source.version,
         info=info,
@@ -109,6 +113,47 @@ def plan_scene(
         scaling=scaling,
         chunks=tuple(plan_chunks(info.height, info.width, chunk_size, halo)),
     )
+
+
+def plan_candidate(
+    source: Source,
+    bands: list[int] | None,
+    percentiles: tuple[float, float],
+    chunk_size: int,
+    halo: int,
+    min_pixels: int,
+    s3: S3Options,
+) -> ScenePlan | str | None:
+    """A TIFF's route: a ScenePlan (GeoTIFFs, and plain TIFFs above ``min_pixels``), None for an
+    ordinary image, or the one-line error that stops this scene (and nothing else)."""
+    try:
+        info = read_info(source.uri, s3)
+    except RasterReadError as exc:
+        log.warning("%s: not readable as a raster (%s); treating it as an image", source.uri, exc)
+        return None
+    except FileNotFoundError:
+        return f"{source.uri}: not found (removed since it was listed?)"
+    if not (info.is_georeferenced or info.width * info.height > min_pixels):
+        return None
+    if not output_name(source):
+        return f"{source.uri}: {collision_message(source.relative_path)}"
+    try:
+        return plan_scene(source, info, bands, percentiles, chunk_size, halo, s3)
+    except (RasterReadError, ValueError, FileNotFoundError) as exc:
+        return f"{source.uri}: cannot read the scene ({exc})"
+
+
+def scene_error_row(source: Source, error: str) -> dict[str, Any]:
+    """The manifest row of a scene that stopped before any chunk ran."""
+    return {
+        "id": item_id(source.uri),
+        "source_uri": source.uri,
+        "relative_path": source.relative_path,
+        "source_size": source.size,
+        "source_version": source.version,
+        "status": "error",
+        "error": error,
+    }
 
 
 def _chunk_of(value: dict[str, Any]) -> Chunk:
@@ -119,6 +164,16 @@ def _chunk_of(value: dict[str, Any]) -> Chunk:
         core=tuple(int(v) for v in value["core"]),  # type: ignore[arg-type]
         read=tuple(int(v) for v in value["read"]),  # type: ignore[arg-type]
     )
+
+
+def _scaling_text(scaling: BandScaling | None) -> str:
+    """A scene's band scaling as JSON ("" for 8-bit scenes): Ray Data would turn a column of
+    Nones into NaN, so the optional value travels as a string."""
+    return json.dumps(dataclasses.asdict(scaling)) if scaling else ""
+
+
+def _scaling_of(text: str) -> BandScaling | None:
+    return BandScaling(**json.loads(text)) if text else None
 
 
 def _pad_to_multiple(tiles: np.ndarray) -> np.ndarray:
@@ -144,7 +199,7 @@ class ChunkTileStage:
         for row in rows_of(batch):
             started = time.perf_counter()
             chunk = _chunk_of(row["chunk"])
-            scaling = BandScaling(**row["scaling"]) if row["scaling"] else None
+            scaling = _scaling_of(str(row["scaling"]))
             row.update(
                 tiles=np.zeros((0, 4), np.int64),
                 pixels=np.zeros((0, 0, 0, 3), np.uint8),
@@ -159,6 +214,8 @@ class ChunkTileStage:
                     pixels=_pad_to_multiple(tiles),
                     valid=valid,
                 )
+            except StorageUnavailableError:
+                raise  # the store, not this input: the job stops and a re-run resumes
             except Exception as exc:
                 row["error"] = f"{row['uri']} chunk {chunk.row},{chunk.col}: {exc}"
             row["decode_seconds"] = time.perf_counter() - started
@@ -212,6 +269,8 @@ class ChunkBlendStage:
             if not error:
                 try:
                     result = self._blend(row)
+                except StorageUnavailableError:
+                    raise  # the store, not this input: the job stops and a re-run resumes
                 except Exception as exc:
                     error = f"{row['uri']}: blending chunk failed ({exc})"
             out.append(
@@ -233,7 +292,7 @@ class ChunkBlendStage:
 
 def chunk_rows(plan: ScenePlan) -> list[dict[str, Any]]:
     """One pipeline row per chunk; plain dicts so Ray can carry them."""
-    scaling = dataclasses.asdict(plan.scaling) if plan.scaling else None
+    scaling = _scaling_text(plan.scaling)
     return [
         {
             "scene_id": plan.id,
@@ -269,7 +328,7 @@ def assemble_scene(
     started = time.perf_counter()
     if not errors and len(chunk_results) == len(plan.chunks):
         try:
-            destination = safe_output_uri(output, scene_output_key(plan.relative_path))
+            destination = OutputLayout(output).scene_mask(plan.name)
             assemble_mask(destination, plan.info, plan.chunks, join_uri(staging_root, plan.id), s3=s3)
             histogram = np.sum([r["histogram"] for r in chunk_results], axis=0)
             pairs = sum(int(r["seam_pairs"]) for r in chunk_results)
@@ -278,6 +337,8 @@ def assemble_scene(
                 mask_uri=destination,
                 seam_disagreement=sum(r["seam_sum"] for r in chunk_results) / pairs if pairs else 0.0,
             )
+        except StorageUnavailableError:
+            raise  # the store, not this input: the job stops and a re-run resumes
         except Exception as exc:
             errors.append(f"{plan.uri}: assembling the mask failed ({exc})")
     elif not errors:

@@ -1,8 +1,9 @@
 """`python -m jobs.segment`: segment an image archive with BiRefNet on Ray.
 
-read sources -> decode + resize (CPU tasks) -> BiRefNet (actor pool, one replica per actor)
--> masks / cut-outs + manifest parts (CPU tasks). Runs on an embedded local Ray, or joins the
-cluster given by --ray-address / RAY_ADDRESS (as inside `ray job submit`).
+Lists the inputs on the cluster, skips what earlier runs finished, and runs the image and scene
+pipelines (`jobs.pipelines`). Runs on an embedded local Ray, or joins the cluster given by
+--ray-address / RAY_ADDRESS (as inside `ray job submit`). Every run ends by writing
+`runs/<run_id>/summary.json`; the exit code says how it ended (`jobs.errors`).
 """
 
 from __future__ import annotations
@@ -13,85 +14,108 @@ import os
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray
-from ray.data import ActorPoolStrategy
 
 from birefnet_core.precision import cpu_has_native_bf16
-from birefnet_core.runtime import ALLOCATOR_ENV
 from birefnet_core.variants import VARIANTS
-from birefnet_core.weights import (
-    RANDOM_WEIGHTS,
-    CheckpointMismatchError,
-    WeightsNotFoundError,
-    resolve_variant_file,
-)
-from connectors.inputs import Source, item_id, list_sources
-from connectors.manifest import completed_inputs, write_manifest_part
-from connectors.raster import read_info
-from connectors.storage import StorageAuthError, filesystem, join_uri, write_bytes_atomic
+from birefnet_core.weights import RANDOM_WEIGHTS, WeightsNotFoundError, resolve_variant_file
+from connectors.layout import OutputLayout, RunFiles
+from connectors.listing import Source, sources_table
+from connectors.manifest import DoneIndex, compact_manifest, write_manifest_part
+from connectors.storage import exists, write_bytes_atomic
 
-from .config import ConfigError, SegmentConfig, parse_args
-from .scene_stages import (
-    ChunkBlendStage,
-    ChunkTileStage,
-    ScenePlan,
-    assemble_scene,
-    chunk_rows,
-    is_scene_candidate,
-    plan_scene,
-)
-from .segment_stages import FinishStage, InferenceStage, PrepareStage, ReadStage, run_fields
+from .config import SegmentConfig, parse_args
+from .errors import EXIT_FAILURES, EXIT_JOB_ERROR, EXIT_OK, one_line, traceback_text
+from .listing import list_inputs
+from .pipelines import Runtime, image_pipeline, run_scenes, status_table
+from .ray_startup import STAGE_OPTIONS, Needs, ensure_resources, start_ray
+from .scene_stages import ScenePlan, plan_candidate, scene_error_row
+from .segment_stages import run_fields
 
 __all__ = ["RunSummary", "main", "run"]
 
 log = logging.getLogger("jobs.segment")
 
-#: RAM reserved per inference actor (weights plus activations of a batch), bytes.
-INFERENCE_ACTOR_MEMORY = 2 * 1024**3
-#: Remote options of every stage: workers start with the allocator settings (see ALLOCATOR_ENV).
-#: Set per stage, not in ray.init, because a job submitted with its own runtime_env ignores
-#: ray.init's; Ray merges these env_vars into the job's and keeps its working_dir.
-STAGE_OPTIONS = {"runtime_env": {"env_vars": ALLOCATOR_ENV}}
+#: Error messages a summary keeps (the manifest has all of them).
+KEPT_ERRORS = 100
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunSummary:
+    """Counts and timings of one run, as written to runs/<run_id>/summary.json."""
+
     run_id: str
-    inputs: int
-    skipped: int
-    ok: int
-    failed: int
-    seconds: float
-    manifest: str
-    errors: list[str]
+    listed: int = 0
+    skipped: int = 0
+    ok: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    manifest: str = ""
+    errors: list[str] = field(default_factory=list)
+    exit_code: int | None = None
+    job_error: str | None = None
+
+    @property
+    def inputs(self) -> int:
+        """Inputs processed by this run (ok or failed)."""
+        return self.ok + self.failed
 
     @property
     def failure_fraction(self) -> float:
-        return self.failed / max(1, self.ok + self.failed)
+        return self.failed / max(1, self.inputs)
 
     @property
     def images_per_second(self) -> float:
-        return (self.ok + self.failed) / max(self.seconds, 1e-9)
+        return self.inputs / max(self.seconds, 1e-9)
+
+    def count(self, statuses: pa.Table) -> None:
+        """Add a batch of status rows (id, status, error) from a pipeline."""
+        failed = statuses.filter(pc.not_equal(statuses.column("status"), "ok"))
+        self.ok += statuses.num_rows - failed.num_rows
+        self.failed += failed.num_rows
+        room = KEPT_ERRORS - len(self.errors)
+        if room > 0:
+            self.errors.extend(failed.column("error").to_pylist()[:room])
 
 
-def _init_ray(config: SegmentConfig) -> None:
-    if ray.is_initialized():
-        return
-    address = config.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(
-            num_cpus=config.num_cpus, object_store_memory=config.object_store_memory, include_dashboard=False
-        )
+@ray.remote(num_cpus=0)
+class _Counter:
+    """Tar members the read stage skipped as done (they are only known once a shard is read)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, n: int) -> None:
+        self.total += n
+
+    def value(self) -> int:
+        return self.total
 
 
-def _previous_successes(config: SegmentConfig) -> dict[str, str]:
-    """id -> source version of inputs already segmented, so a re-run does not redo them."""
-    return completed_inputs(config.output, config.s3) if config.skip_existing else {}
+class _CountSkipped:
+    """Picklable callable the stages call with how many inputs they skipped."""
+
+    def __init__(self, counter: ray.actor.ActorHandle) -> None:
+        self.counter = counter
+
+    def __call__(self, n: int) -> None:
+        self.counter.add.remote(n)
+
+
+class _SharedIndex:
+    """The done-index from the object store: each node fetches it once, tasks map it zero-copy,
+    and what is pickled into a task is only this reference."""
+
+    def __init__(self, ref: ray.ObjectRef) -> None:
+        self.ref = ref
+
+    def __call__(self) -> DoneIndex:
+        return ray.get(self.ref)
 
 
 def _check_weights(config: SegmentConfig) -> None:
@@ -102,8 +126,7 @@ def _check_weights(config: SegmentConfig) -> None:
     elif source in VARIANTS:
         resolve_variant_file(VARIANTS[source])
     else:
-        fs, path = filesystem(source, config.s3)
-        if not fs.exists(path):
+        if not exists(source, config.s3):
             raise WeightsNotFoundError(f"weights {source!r} do not exist")
 
 
@@ -113,157 +136,118 @@ def _device(config: SegmentConfig) -> str:
     return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
 
 
-@dataclass(frozen=True)
-class Runtime:
-    """What every pipeline of one run shares."""
-
-    config: SegmentConfig
-    run_id: str
-    device: str
-    dtype: str
-    gpus: float
-
-
-def _infer(ds: ray.data.Dataset, rt: Runtime) -> ray.data.Dataset:
-    """The accelerator stage, identical for images and scene tiles."""
-    config = rt.config
-    low, high = config.concurrency
-    return ds.map_batches(
-        InferenceStage,
-        fn_constructor_kwargs={
-            "weights": config.weights_source,
-            "variant": config.variant,
-            "resolution": config.resolution,
-            "device": rt.device,
-            "dtype": rt.dtype,
-            "s3": config.s3,
-            "weights_sha256": config.weights_sha256,
-            "batch_size": config.batch_size,
-            "compile": config.compile,
-            "channels_last": config.channels_last,
-            "cpu_threads": config.cpu_threads,
-        },
-        batch_size=config.batch_size,
-        compute=ActorPoolStrategy(min_size=low, max_size=high),
-        num_gpus=rt.gpus,
-        num_cpus=1,
-        # A replica's own RAM; distinct resources also keep Ray Data from fusing the CPU
-        # stages (decode, resize) into the accelerator actor.
-        memory=INFERENCE_ACTOR_MEMORY,
-        **STAGE_OPTIONS,
+def pipeline_needs(config: SegmentConfig, gpus_per_actor: float) -> Needs:
+    """The smallest actor pool plus one CPU for the read, decode and write tasks."""
+    actors = config.concurrency[0]
+    return Needs(
+        cpus=actors + 1,
+        gpus=actors * gpus_per_actor,
+        what=f"{actors} inference actor(s) with 1 CPU each plus 1 CPU for reading, decoding and writing",
     )
 
 
-def image_pipeline(sources: list[Source], skip: dict[str, str], rt: Runtime) -> ray.data.Dataset:
-    """read -> prepare (CPU tasks) -> inference (actors) -> finish (CPU tasks), not yet executed."""
-    config = rt.config
-    ds = ray.data.from_items([asdict(s) for s in sources], override_num_blocks=max(1, min(len(sources), 200)))
-    # CPU stages are tasks (callable instances): they hold a core only while a batch runs.
-    ds = ds.map_batches(ReadStage(config.s3, skip), batch_size=4, **STAGE_OPTIONS)
-    ds = ds.map_batches(
-        PrepareStage(config.variant, config.resolution, "cutout" in config.outputs, config.max_image_pixels),
-        batch_size=config.batch_size,
-        **STAGE_OPTIONS,
-    )
-    ds = _infer(ds, rt)
-    finish = FinishStage(
-        config.output,
-        config.outputs,
-        config.refine_foreground,
-        config.s3,
-        run_fields(rt.run_id, config.variant, config.resolution),
-    )
-    return ds.map_batches(finish, batch_size=max(config.batch_size, 16), **STAGE_OPTIONS)
+def _route_scenes(
+    candidates: list[Source], config: SegmentConfig
+) -> tuple[list[Source], list[ScenePlan], list[dict]]:
+    """(TIFFs that are plain images, scene plans, error rows of scenes that cannot be planned);
+    planned in parallel tasks, since each reads the scene's metadata."""
+    plan = ray.remote(num_cpus=1, **STAGE_OPTIONS)(plan_candidate)
+    refs = [
+        plan.remote(s, config.bands, config.band_percentiles, config.chunk_size, config.scene_halo,
+                    config.scene_min_pixels, config.s3)
+        for s in candidates
+    ]  # fmt: skip
+    images, plans, failed = [], [], []
+    for source, result in zip(candidates, ray.get(refs), strict=True):
+        if result is None:
+            images.append(source)
+        elif isinstance(result, str):
+            failed.append(scene_error_row(source, result))
+        else:
+            plans.append(result)
+    return images, plans, failed
 
 
-def _run_scenes(plans: list[ScenePlan], rt: Runtime) -> list[dict]:
-    """Chunks of every scene through tiles -> the shared inference stage -> blending; then one
-    assembly task per scene and one manifest row each."""
-    config = rt.config
-    staging = join_uri(config.output, f"runs/{rt.run_id}/staging")
-    rows = [row for plan in plans for row in chunk_rows(plan)]
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
-    ds = ds.map_batches(
-        ChunkTileStage(config.scene_tile_size, config.tile_overlap, config.s3), batch_size=1, **STAGE_OPTIONS
-    )
-    ds = _infer(ds, rt)
-    ds = ds.map_batches(
-        ChunkBlendStage(staging, config.tile_overlap, config.threshold, config.s3),
-        batch_size=1,
-        **STAGE_OPTIONS,
-    )
-    results: dict[str, list[dict]] = {plan.id: [] for plan in plans}
-    for row in ds.iter_rows():
-        results[row["scene_id"]].append(row)
-    assemble = ray.remote(num_cpus=1, **STAGE_OPTIONS)(assemble_scene)
-    manifest = ray.get(
-        [assemble.remote(plan, results[plan.id], config.output, staging, config.s3) for plan in plans]
-    )
-    run = run_fields(rt.run_id, config.variant, None) | {"resolution": f"tiles {config.scene_tile_size}"}
-    stamped = [{**row, **run, "processed_at": datetime.now(UTC)} for row in manifest]
-    write_manifest_part(config.output, stamped, config.s3)
-    return stamped
+def _write_json(uri: str, data: dict, config: SegmentConfig) -> None:
+    write_bytes_atomic(uri, json.dumps(data, indent=2, default=str).encode(), config.s3)
 
 
-def _split_scenes(sources: list[Source], config: SegmentConfig) -> tuple[list[Source], list[ScenePlan]]:
-    """GeoTIFFs (and plain TIFFs above `scene_min_pixels`) take the scene path; the rest are images."""
-    images, plans = [], []
-    for source in sources:
-        if is_scene_candidate(source):
-            try:
-                info = read_info(source.uri, config.s3)
-            except Exception as exc:
-                log.warning("%s: not readable as a raster (%s); treating it as an image", source.uri, exc)
-            else:
-                if info.is_georeferenced or info.width * info.height > config.scene_min_pixels:
-                    plans.append(
-                        plan_scene(source, info, config.bands, config.band_percentiles,
-                                   config.chunk_size, config.scene_halo, config.s3)
-                    )  # fmt: skip
-                    continue
-        images.append(source)
-    return images, plans
-
-
-def run(config: SegmentConfig) -> RunSummary:
-    """Run the whole job and return its summary (the manifest holds the per-input detail)."""
-    started = time.perf_counter()
-    _check_weights(config)
-    _init_ray(config)
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+def _execute(config: SegmentConfig, files: RunFiles, summary: RunSummary) -> None:
+    """Everything between start-up and the summary: listing, skipping, both pipelines, compaction."""
+    embedded = not (config.ray_address or os.environ.get("RAY_ADDRESS"))
     device = _device(config)
     dtype = config.resolved_dtype(device, cpu_has_native_bf16())
     gpus = config.num_gpus_per_actor if config.num_gpus_per_actor is not None else float(device == "cuda")
-    rt = Runtime(config, run_id, device, dtype, gpus)
-    write_bytes_atomic(
-        join_uri(config.output, f"runs/{run_id}/config.json"),
-        json.dumps({**config.model_dump(mode="json"), "device": device, "dtype": dtype}, indent=2).encode(),
-        config.s3,
-    )
+    ensure_resources(pipeline_needs(config, gpus), embedded=embedded)
+    _write_json(files.config, {**config.model_dump(mode="json"), "device": device, "dtype": dtype}, config)
 
-    sources = list_sources(config.input, config.s3)
-    done = _previous_successes(config)
-    todo = [s for s in sources if s.kind == "tar" or done.get(item_id(s.uri)) != s.version]
-    images, scenes = _split_scenes(todo, config)
+    index = DoneIndex.load(config.output, config.s3) if config.skip_existing else DoneIndex.empty()
+    done = _SharedIndex(ray.put(index))
+    del index  # the driver keeps no O(N) state while the pipelines run
+    counter = _Counter.remote()
+    rt = Runtime(config, summary.run_id, device, dtype, gpus, done, _CountSkipped(counter))
+    listing = list_inputs(config.input, config.s3, done)
+    summary.listed = listing.listed
+    as_images, plans, unplanned = _route_scenes(listing.scene_candidates, config)
     log.info(
-        "run %s: %d sources (%d done before), %d image sources, %d scenes, device %s, dtype %s",
-        run_id, len(sources), len(sources) - len(todo), len(images), len(scenes), device, dtype,
+        "run %s: %d inputs listed, %d done before, %d scenes to do, device %s, dtype %s",
+        summary.run_id, listing.listed, listing.skipped, len(plans), device, dtype,
     )  # fmt: skip
 
-    rows = (list(image_pipeline(images, done, rt).iter_rows()) if images else []) + (
-        _run_scenes(scenes, rt) if scenes else []
-    )
-    errors = [row["error"] for row in rows if row["status"] != "ok"]
-    return RunSummary(
-        run_id=run_id,
-        inputs=len(rows),
-        skipped=len(sources) - len(todo),
-        ok=len(rows) - len(errors),
-        failed=len(errors),
-        seconds=time.perf_counter() - started,
-        manifest=join_uri(config.output, "manifest"),
-        errors=errors,
-    )
+    if unplanned:
+        run = run_fields(summary.run_id, config.variant, None)
+        rows = [{**row, **run, "processed_at": datetime.now(UTC)} for row in unplanned]
+        write_manifest_part(config.output, rows, config.s3)
+        summary.count(status_table(rows))
+    sources = listing.dataset
+    if as_images:
+        sources = sources.union(ray.data.from_arrow(sources_table(as_images)))
+    for batch in image_pipeline(sources, rt).iter_batches(batch_size=None, batch_format="pyarrow"):
+        summary.count(batch)
+    if plans:
+        summary.count(run_scenes(plans, rt))
+    summary.skipped = listing.skipped + ray.get(counter.value.remote())
+    if config.compact_manifest:
+        # On a worker: merging the manifest holds it whole, which the driver never does.
+        compact = ray.remote(num_cpus=1, **STAGE_OPTIONS)(compact_manifest)
+        result = ray.get(compact.remote(config.output, config.s3))
+        log.info("manifest compacted: %d rows in %d files", result.rows, len(result.files))
+
+
+def run(config: SegmentConfig) -> RunSummary:
+    """Run the whole job and return its summary (the manifest holds the per-input detail).
+
+    Job-level problems raise (JobError, storage and weights errors, or whatever crashed), after
+    the summary recording them has been written when the output is writable.
+    """
+    started = time.perf_counter()
+    _check_weights(config)
+    start_ray(config.ray_address, config.num_cpus, config.object_store_memory)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    layout = OutputLayout(config.output)
+    files = layout.run(run_id)
+    summary = RunSummary(run_id=run_id, manifest=layout.manifest)
+    try:
+        _execute(config, files, summary)
+    except BaseException as exc:
+        summary.exit_code, summary.job_error = EXIT_JOB_ERROR, one_line(exc)
+        log.debug("run %s failed:\n%s", run_id, traceback_text(exc))
+        _finish(summary, files, config, started, traceback=traceback_text(exc))
+        raise
+    too_many = summary.failure_fraction > config.max_failure_fraction
+    summary.exit_code = EXIT_FAILURES if too_many else EXIT_OK
+    _finish(summary, files, config, started)
+    return summary
+
+
+def _finish(
+    summary: RunSummary, files: RunFiles, config: SegmentConfig, started: float, **extra: str
+) -> None:
+    summary.seconds = time.perf_counter() - started
+    try:
+        _write_json(files.summary, {**asdict(summary), "inputs": summary.inputs, **extra}, config)
+    except Exception as exc:  # the store may be what failed; the exit code still tells
+        log.warning("could not write %s: %s", files.summary, one_line(exc))
 
 
 def _report(summary: RunSummary, config: SegmentConfig) -> None:
@@ -273,32 +257,26 @@ def _report(summary: RunSummary, config: SegmentConfig) -> None:
     print(f"{summary.images_per_second:.2f} images/s over {summary.seconds:.1f} s")
     for error in summary.errors[:20]:
         print(f"  error: {error}")
-    if len(summary.errors) > 20:
-        print(f"  ... and {len(summary.errors) - 20} more (see the manifest)")
+    if summary.failed > 20:
+        print(f"  ... and {summary.failed - 20} more (see the manifest)")
     print(f"manifest: {summary.manifest}")
-    if summary.failure_fraction > config.max_failure_fraction:
+    if summary.exit_code == EXIT_FAILURES:
         print(
             f"FAILED: {summary.failure_fraction:.1%} of inputs failed (allowed {config.max_failure_fraction:.1%})"
         )
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 ok, 1 more inputs failed than allowed, 2 the job itself failed (one line)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = parse_args(argv)
         summary = run(config)
-    except (
-        ConfigError,
-        StorageAuthError,
-        FileNotFoundError,
-        WeightsNotFoundError,
-        CheckpointMismatchError,
-    ) as exc:
-        # Problems with the job as a whole (not with single inputs): one clear line, no traceback.
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_JOB_ERROR
     _report(summary, config)
-    return 0 if summary.failure_fraction <= config.max_failure_fraction else 1
+    return summary.exit_code if summary.exit_code is not None else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -34,17 +33,29 @@ from birefnet_core.runtime import set_cpu_threads
 from birefnet_core.variants import get_variant
 from birefnet_core.weights import load_model
 from connectors.images import decode_image, encode_mask_png, encode_png, read_header
-from connectors.inputs import Source, read_source
-from connectors.manifest import write_manifest_part
-from connectors.storage import S3Options, open_input, safe_output_uri, write_bytes_atomic
+from connectors.inputs import read_source
+from connectors.layout import OutputLayout
+from connectors.listing import source_of_row
+from connectors.manifest import DoneIndex, write_manifest_part
+from connectors.storage import S3Options, StorageUnavailableError, open_input, write_bytes_atomic
 
 from .batches import column_batch, rows_of
 
-__all__ = ["FinishStage", "InferenceStage", "PrepareStage", "ReadStage", "output_key", "run_fields"]
+__all__ = [
+    "DoneLookup",
+    "FinishStage",
+    "InferenceStage",
+    "PrepareStage",
+    "ReadStage",
+    "run_fields",
+]
+
+#: Hands a stage the done-index when it needs it (on a cluster: from the object store).
+DoneLookup = Callable[[], DoneIndex]
 
 log = logging.getLogger(__name__)
 
-RECORD_KEYS = ("id", "uri", "relative_path", "version", "size", "data", "error")
+RECORD_KEYS = ("id", "uri", "relative_path", "name", "version", "size", "data", "error")
 PREPARED_KEYS = (*RECORD_KEYS, "pixels", "height", "width", "decode_seconds")
 MODEL_KEYS = ("weights", "weights_source", "dtype")
 INFERRED_KEYS = (*RECORD_KEYS, "probs", "height", "width", "decode_seconds", "infer_seconds", *MODEL_KEYS)
@@ -55,29 +66,40 @@ NO_ERROR = ""
 NO_DATA = b""
 
 
-def output_key(kind: str, relative_path: str, suffix: str = ".png") -> str:
-    """`masks/a/b.png` for input `a/b.jpg`: the input's path with the output's extension."""
-    return f"{kind}/{PurePosixPath(relative_path).with_suffix(suffix)}"
-
-
 class ReadStage:
     """Source rows (files or tar shards) -> one record per image, with its bytes or an error."""
 
-    def __init__(self, s3: S3Options, skip: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        s3: S3Options,
+        done: DoneLookup | None = None,
+        on_skipped: Callable[[int], None] | None = None,
+    ) -> None:
         self.s3 = s3
-        self.skip = skip or {}
+        self.done = done
+        self.on_skipped = on_skipped
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        records = []
+        records, members = [], []
         for row in rows_of(batch):
-            source = Source(**{f.name: row[f.name] for f in dataclasses.fields(Source)})
+            source = source_of_row(row)
             for record in read_source(source, self.s3):
-                if record.error is None and self.skip.get(record.id) == record.version:
-                    continue
-                row = dataclasses.asdict(record)
-                row.update(data=row["data"] or NO_DATA, error=row["error"] or NO_ERROR)
-                records.append(row)
-        return column_batch(records, RECORD_KEYS)
+                records.append(record)
+                members.append(source.kind == "tar" and record.uri != source.uri and record.error is None)
+        if self.done is not None and any(members):
+            # Tar members are known only once their shard is read: skip the done ones here.
+            done = self.done().is_done([r.id for r in records], [r.version for r in records]) & np.array(
+                members
+            )
+            if self.on_skipped and done.any():
+                self.on_skipped(int(done.sum()))
+            records = [r for r, skip in zip(records, done, strict=True) if not skip]
+        rows = []
+        for record in records:
+            row = dataclasses.asdict(record)
+            row.update(data=row["data"] or NO_DATA, error=row["error"] or NO_ERROR)
+            rows.append(row)
+        return column_batch(rows, RECORD_KEYS)
 
 
 class PrepareStage:
@@ -117,6 +139,8 @@ class PrepareStage:
             if not row["error"]:
                 try:
                     row.update(self._prepare(row["data"], row["uri"]))
+                except StorageUnavailableError:
+                    raise  # the store, not this input: the job stops and a re-run resumes
                 except Exception as exc:
                     row["error"] = str(exc) if row["uri"] in str(exc) else f"{row['uri']}: {exc}"
             if not self.keep_bytes or row["error"]:
@@ -195,6 +219,8 @@ class InferenceStage:
             started = time.perf_counter()
             try:
                 outputs = infer()
+            except StorageUnavailableError:
+                raise  # the store, not this input: the job stops and a re-run resumes
             except Exception as exc:
                 log.exception("inference failed for %d rows", len(indices))
                 for i in indices:
@@ -215,6 +241,7 @@ class FinishStage:
         self, output: str, outputs: list[str], refine_foreground: bool, s3: S3Options, run: dict[str, Any]
     ) -> None:
         self.output = output
+        self.layout = OutputLayout(output)
         self.outputs = outputs
         self.refine = refine_foreground
         self.s3 = s3
@@ -225,12 +252,12 @@ class FinishStage:
         written: dict[str, Any] = {**mask_quality(small).as_dict(), "tile_count": 1, "chunk_count": 1}
         mask = resize_mask(small, (row["height"], row["width"]))
         if "mask" in self.outputs:
-            uri = safe_output_uri(self.output, output_key("masks", row["relative_path"]))
+            uri = self.layout.mask(row["name"])
             write_bytes_atomic(uri, encode_mask_png(mask), self.s3)
             written["mask_uri"] = uri
         if "cutout" in self.outputs:
             rgb = to_rgb_uint8(decode_image(row["data"], row["uri"]))
-            uri = safe_output_uri(self.output, output_key("cutouts", row["relative_path"]))
+            uri = self.layout.cutout(row["name"])
             write_bytes_atomic(uri, encode_png(make_cutout(rgb, mask, self.refine)), self.s3)
             written["cutout_uri"] = uri
         return written
@@ -257,6 +284,8 @@ class FinishStage:
             if error is None:
                 try:
                     entry.update(self._write_outputs(row))
+                except StorageUnavailableError:
+                    raise  # the store, not this input: the job stops and a re-run resumes
                 except Exception as exc:
                     error = f"{row['uri']}: writing outputs failed ({exc})"
             entry.update(

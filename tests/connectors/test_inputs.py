@@ -13,14 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from connectors.inputs import (
-    IMAGE_EXTENSIONS,
-    Record,
-    Source,
-    item_id,
-    list_sources,
-    read_source,
-)
+from connectors.inputs import Record, read_source
+from connectors.listing import IMAGE_EXTENSIONS, Source, item_id, list_sources
 from connectors.storage import S3Options, write_bytes_atomic
 
 
@@ -90,7 +84,12 @@ def test_folder_listing_recurses_matches_case_insensitively_and_finds_shards(tmp
     ]
     assert [s.uri for s in sources] == sorted(s.uri for s in sources)
     assert sources[0] == Source(
-        uri=str(root / "a.JPG"), relative_path="a.JPG", size=1, version=sources[0].version, kind="file"
+        uri=str(root / "a.JPG"),
+        relative_path="a.JPG",
+        size=1,
+        version=sources[0].version,
+        kind="file",
+        name="a",
     )
     assert all(s.version for s in sources)
     assert [s.relative_path for s in list_sources(str(root), extensions={"PNG"})] == [
@@ -154,6 +153,7 @@ def test_s3_prefix_listing_and_reading(s3_server, s3_bucket: str) -> None:
         size=len(b"jpeg on s3"),
         data=b"jpeg on s3",
         error=None,
+        name="a",
     )
     [member] = read_source(sources[1], s3=options)
     assert (member.uri, member.relative_path, member.data) == (
@@ -226,7 +226,12 @@ def test_txt_list_resolves_entries_and_keeps_missing_ones_as_errors(tmp_path: Pa
     assert by_uri[str(data / "sub" / "y.png")].size == 2
     assert by_uri[str(tmp_path / "shards" / "s.tar")].kind == "tar"
     assert by_uri[str(missing)] == Source(
-        uri=str(missing), relative_path=str(missing).lstrip("/"), size=-1, version="", kind="file"
+        uri=str(missing),
+        relative_path=str(missing).lstrip("/"),
+        size=-1,
+        version="",
+        kind="file",
+        name=str(missing.with_suffix("")).lstrip("/"),
     )
 
     [error] = read_source(by_uri[str(missing)])
@@ -306,6 +311,7 @@ def test_read_file_source(tmp_path: Path) -> None:
         size=11,
         data=b"image bytes",
         error=None,
+        name="x",
     )
 
 

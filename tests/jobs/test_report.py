@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from connectors.inputs import item_id
+from connectors.listing import item_id
 from connectors.manifest import write_manifest_part
 from connectors.raster import RasterInfo, write_geotiff_mask
 from connectors.synthetic import encode_image, object_scene

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from birefnet_core.tiling import predict_tiled
 from birefnet_core.variants import IMAGENET_MEAN, IMAGENET_STD
-from connectors.inputs import Source
+from connectors.listing import Source
 from connectors.manifest import read_manifest
 from connectors.raster import read_info, read_window
 from connectors.storage import S3Options

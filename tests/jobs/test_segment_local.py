@@ -6,10 +6,19 @@ import pyarrow.compute as pc
 import pytest
 from PIL import Image
 
-from connectors.manifest import read_manifest
+from connectors.listing import list_sources, sources_table
+from connectors.manifest import DoneIndex, read_manifest
 from jobs.config import build_config
+from jobs.pipelines import Runtime, image_pipeline
+from jobs.ray_startup import STAGE_OPTIONS
 from jobs.segment import main, run
 from tests.jobs.corpus import BAD, BOMB_LIMIT, GOOD, SMOKE_FLAGS, expected_size, write_corpus
+
+
+def _listed(config):
+    import ray
+
+    return ray.data.from_arrow(sources_table(list_sources(config.input)))
 
 
 def _config(src: Path, out: Path, **extra):
@@ -135,12 +144,9 @@ def test_png_outputs_decode(first_run):
 
 
 def test_decoding_and_encoding_never_run_inside_the_inference_actors(embedded_ray, tmp_path, capsys):
-    from connectors.inputs import list_sources
-    from jobs.segment import Runtime, image_pipeline
-
     write_corpus(tmp_path / "in")
     config = _config(tmp_path / "in", tmp_path / "out")
-    ds = image_pipeline(list_sources(config.input), {}, Runtime(config, "explain", "cpu", "float32", 0.0))
+    ds = image_pipeline(_listed(config), Runtime(config, "explain", "cpu", "float32", 0.0, DoneIndex.empty))
     ds.explain()
     optimized = capsys.readouterr().out.split("Physical Plan (Optimized)")[1]
     actors = [line for line in optimized.splitlines() if "ActorPoolMapOperator" in line]
@@ -151,12 +157,10 @@ def test_every_stage_starts_its_workers_with_the_allocator_settings(embedded_ray
     import ray
 
     from birefnet_core.runtime import ALLOCATOR_ENV
-    from connectors.inputs import list_sources
-    from jobs.segment import STAGE_OPTIONS, Runtime, image_pipeline
 
     write_corpus(tmp_path / "in")
     config = _config(tmp_path / "in", tmp_path / "out")
-    ds = image_pipeline(list_sources(config.input), {}, Runtime(config, "env", "cpu", "float32", 0.0))
+    ds = image_pipeline(_listed(config), Runtime(config, "env", "cpu", "float32", 0.0, DoneIndex.empty))
     stages, pending = [], [ds._logical_plan.dag]
     while pending:
         op = pending.pop()

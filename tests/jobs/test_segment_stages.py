@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from connectors.images import encode_mask_png
+from connectors.layout import plain_name
 from connectors.manifest import read_manifest
 from connectors.storage import S3Options
 from jobs.batches import column_batch, rows_of
@@ -21,7 +22,6 @@ from jobs.segment_stages import (
     FinishStage,
     InferenceStage,
     PrepareStage,
-    output_key,
     run_fields,
 )
 
@@ -58,6 +58,7 @@ def _record(name: str, data: bytes = b"", error: str = "") -> dict:
         "id": f"id-{name}",
         "uri": f"/in/{name}",
         "relative_path": name,
+        "name": plain_name(name),
         "version": "v1",
         "size": len(data),
         "data": data,
@@ -83,28 +84,6 @@ def _inferred(name: str, *, height: int, width: int, probs=None, error: str = ""
         "weights_source": "random",
         "dtype": "float32",
     }
-
-
-# --- output_key --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("kind", "relative", "suffix", "expected"),
-    [
-        ("masks", "a/b.jpg", ".png", "masks/a/b.png"),
-        ("masks", "b.jpeg", ".png", "masks/b.png"),
-        ("cutouts", "x/y/z.PNG", ".png", "cutouts/x/y/z.png"),
-        ("masks", "a/photo.v2.jpg", ".png", "masks/a/photo.v2.png"),
-        ("masks", "a/noext", ".png", "masks/a/noext.png"),
-        ("masks", "a/b.jpg", ".webp", "masks/a/b.webp"),
-    ],
-)
-def test_output_key(kind, relative, suffix, expected):
-    assert output_key(kind, relative, suffix) == expected
-
-
-def test_output_key_default_suffix_is_png():
-    assert output_key("masks", "a/b.jpg") == "masks/a/b.png"
 
 
 # --- column_batch / rows_of --------------------------------------------------------------------

@@ -1,0 +1,202 @@
+"""Faults in the middle of a run, on a real local Ray and a real SeaweedFS.
+
+Each job runs as users start it, in a process (and process group) of its own with its own
+embedded Ray, so a test can kill its driver or its inference actor, or stop the store under it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from connectors.manifest import latest_rows, read_manifest
+from connectors.storage import S3Options
+from connectors.synthetic import encode_image, object_scene
+from jobs.errors import EXIT_JOB_ERROR, EXIT_OK
+from tests.ray_cluster import kill_processes_with_env, pids_with_env
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+PHOTOS = 80
+FLAGS = ["--variant", "lite", "--weights", "random", "--resolution", "96", "--device", "cpu",
+         "--batch-size", "2", "--num-cpus", "2", "--object-store-memory", str(120 * 1024**2)]  # fmt: skip
+
+
+def _photos() -> dict[str, bytes]:
+    return {f"p/{i:03d}.jpg": encode_image(object_scene(64 + i % 5, 48, seed=i)) for i in range(PHOTOS)}
+
+
+def _env(extra: dict[str, str] | None = None) -> tuple[dict[str, str], str]:
+    marker = f"BIREFNET_FAULT_TEST={uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "AWS_"))}
+    env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", AWS_EC2_METADATA_DISABLED="true")
+    env.update(dict([marker.split("=", 1)]), **(extra or {}))
+    return env, marker
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("w") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "jobs.segment", *args, *FLAGS],
+            cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _finish(proc: subprocess.Popen, marker: str, log: Path, timeout: float = 300) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        kill_processes_with_env(marker, cmdline_contains="ray")
+        print(log.read_text()[-3000:])
+
+
+def _committed(out: str, s3: S3Options | None = None) -> int:
+    try:
+        return read_manifest(out, s3).num_rows
+    except FileNotFoundError:
+        return 0
+
+
+def _check_complete(out: str, s3: S3Options | None = None) -> list[dict]:
+    """Every input exactly once among the newest rows, each ok."""
+    latest = latest_rows(read_manifest(out, s3)).to_pylist()
+    assert sorted(r["relative_path"] for r in latest) == sorted(_photos())
+    assert {r["status"] for r in latest} == {"ok"}, [r["error"] for r in latest if r["error"]][:3]
+    return latest
+
+
+def _no_leftovers(out: Path) -> None:
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.name.startswith(".") or p.name.endswith(".tmp")], "temporary files left"
+    masks = {p.relative_to(out / "masks").as_posix() for p in (out / "masks").rglob("*.png")}
+    assert masks == {Path(name).with_suffix(".png").as_posix() for name in _photos()}
+
+
+def _local_input(tmp_path: Path) -> Path:
+    for name, data in _photos().items():
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(data)
+    return tmp_path / "in"
+
+
+def test_killing_the_inference_actor_mid_run_loses_and_repeats_nothing(tmp_path):
+    src, out, log = _local_input(tmp_path), tmp_path / "out", tmp_path / "job.log"
+    env, marker = _env()
+    proc = _start(["--input", str(src), "--output", str(out)], env, log)
+    try:
+        _wait(lambda: _committed(str(out)) > 0, 180, "the first committed batch")
+        actors = pids_with_env(marker, cmdline_contains="InferenceStage")
+        assert actors, "no inference actor found"
+        for pid in actors:
+            os.kill(pid, signal.SIGKILL)
+        committed_at_kill = _committed(str(out))
+    finally:
+        code = _finish(proc, marker, log)
+    assert code == EXIT_OK
+    assert committed_at_kill < PHOTOS, "the run ended before the actor was killed; make it longer"
+    _check_complete(str(out))
+    _no_leftovers(out)
+
+
+def test_killing_the_driver_then_rerunning_completes_the_union(tmp_path):
+    src, out, log = _local_input(tmp_path), tmp_path / "out", tmp_path / "job.log"
+    env, marker = _env()
+    proc = _start(["--input", str(src), "--output", str(out)], env, log)
+    try:
+        _wait(lambda: _committed(str(out)) > 0, 180, "the first committed batch")
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        _finish(proc, marker, log)
+    first = {r["id"] for r in read_manifest(str(out)).to_pylist()}
+    assert 0 < len(first) < PHOTOS
+
+    env, marker = _env()
+    proc = _start(["--input", str(src), "--output", str(out)], env, log)
+    assert _finish(proc, marker, log) == EXIT_OK
+    latest = _check_complete(str(out))
+    second = {r["id"] for r in latest if r["id"] not in first}
+    assert len(first) + len(second) == PHOTOS  # the second run redid nothing the first committed
+    _no_leftovers(out)
+
+
+def _s3_job(seaweed, bucket: str, extra: list[str]) -> tuple[list[str], dict[str, str], str, S3Options]:
+    server = seaweed.server
+    fs = server.filesystem()
+    for name, data in _photos().items():
+        fs.pipe(f"{bucket}/photos/{name}", data)
+    out = f"s3://{bucket}/results"
+    args = [
+        "--input",
+        f"s3://{bucket}/photos",
+        "--output",
+        out,
+        "--s3-endpoint-url",
+        server.endpoint_url,
+        *extra,
+    ]
+    env, marker = _env({"AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret})
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    s3 = S3Options(endpoint_url=server.endpoint_url, key=server.key, secret=server.secret, retry_seconds=0)
+    return args, env, marker, s3
+
+
+def test_a_20s_store_outage_mid_run_is_waited_out(restartable_s3_server, tmp_path):
+    seaweed = restartable_s3_server
+    bucket = seaweed.server.create_bucket()
+    args, env, marker, s3 = _s3_job(seaweed, bucket, [])
+    log = tmp_path / "job.log"
+    proc = _start(args, env, log)
+    try:
+        _wait(lambda: _committed(f"s3://{bucket}/results", s3) > 0, 180, "the first committed batch")
+        seaweed.stop()
+        time.sleep(20)
+        seaweed.start()
+    finally:
+        code = _finish(proc, marker, log)
+    assert code == EXIT_OK
+    _check_complete(f"s3://{bucket}/results", s3)
+
+
+def test_an_outage_longer_than_the_retry_window_is_exit_2_and_a_rerun_completes(
+    restartable_s3_server, tmp_path
+):
+    seaweed = restartable_s3_server
+    bucket = seaweed.server.create_bucket()
+    args, env, marker, s3 = _s3_job(seaweed, bucket, ["--s3-retry-seconds", "8"])
+    log = tmp_path / "job.log"
+    proc = _start(args, env, log)
+    try:
+        _wait(lambda: _committed(f"s3://{bucket}/results", s3) > 0, 180, "the first committed batch")
+        seaweed.stop()
+        code = proc.wait(timeout=180)
+    finally:
+        _finish(proc, marker, log)
+        if not seaweed.is_running:
+            seaweed.start()
+    assert code == EXIT_JOB_ERROR
+    errors = [line for line in log.read_text().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "unreachable" in errors[0], log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()
+
+    proc = _start(args, env, log)
+    assert _finish(proc, marker, log) == EXIT_OK
+    _check_complete(f"s3://{bucket}/results", s3)
