@@ -29,7 +29,7 @@ from connectors.synthetic import encode_image, object_scene
 from jobs.batches import column_batch, rows_of
 from jobs.config import build_config
 from jobs.segment import run
-from jobs.segment_stages import FinishStage, PrepareStage, ReadStage, run_fields
+from jobs.segment_stages import FinishStage, PrepareStage, ReadStage, run_ref
 
 
 def _cpu() -> float:
@@ -72,9 +72,7 @@ def stage_costs(folder: Path, output: Path, resolution: int) -> dict[str, float]
     model_columns = {"weights": "stand-in", "weights_source": "stand-in", "dtype": "float32"}
     for row in rows:
         row.update(probs=stand_in, infer_seconds=0.0, **model_columns)
-    finish = FinishStage(
-        str(output), ["mask"], False, s3, run_fields("bench", "lite", (resolution, resolution))
-    )
+    finish = FinishStage(str(output), ["mask"], False, s3, run_ref("bench", "lite", (resolution, resolution)))
     finish_batch = 16  # the job's finishing batch size
     batches = [column_batch(rows[i : i + finish_batch], [*rows[0]]) for i in range(0, count, finish_batch)]
     started = _cpu()

@@ -38,7 +38,7 @@ from connectors.manifest import DoneIndex, compact_manifest, write_manifest_part
 from connectors.storage import S3Options
 from connectors.synthetic import encode_image, object_scene
 from jobs.segment import _SharedIndex
-from jobs.segment_stages import FinishStage, ReadStage, run_fields
+from jobs.segment_stages import FinishStage, ReadStage, run_ref
 
 REPO = Path(__file__).resolve().parents[1]
 NEW_FRACTION = 0.01
@@ -131,7 +131,7 @@ def bytes_per_task(work: Path) -> dict[str, int]:
         done = _SharedIndex(ray.put(index))
         s3 = S3Options()
         listing = open_parquet_list(str(work / "list.parquet"))
-        finish = FinishStage(str(work / "out"), ["mask"], False, s3, run_fields("r", "lite", (32, 32)))
+        finish = FinishStage(str(work / "out"), ["mask"], False, s3, run_ref("r", "lite", (32, 32)))
         sizes = {
             "listing_task": len(cloudpickle.dumps((listing, 0, s3, done))),
             "read_task": len(cloudpickle.dumps(ReadStage(s3, done, None))),

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from connectors.listing import Source
+from connectors.manifest import RunRef
 from connectors.raster import read_info
 from connectors.storage import S3Options
 from jobs.batches import column_batch, rows_of
@@ -54,7 +55,9 @@ def process(path: Path, work: Path, tile: int, overlap: int, chunk: int) -> dict
         results += list(rows_of(blender(stand_in(tiler(column_batch([row], list(row)))))))
     blended = time.perf_counter()
     peak_before_assembly = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    manifest = assemble_scene(plan, results, str(work / "out"), str(work / "staging"), s3)
+    manifest = assemble_scene(
+        plan, results, str(work / "out"), str(work / "staging"), s3, RunRef("bench", "stand-in", "tiles")
+    ).as_dict()
     done = time.perf_counter()
     megapixels = plan.info.width * plan.info.height / 1e6
     return {

@@ -11,19 +11,19 @@ the driver sees is only small status rows, and a run stopped at any point keeps 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow as pa
+import numpy as np
 import ray
 from ray.data import ActorPoolStrategy
 
 from connectors.layout import OutputLayout
-from connectors.manifest import write_manifest_part
+from connectors.manifest import ManifestRow, RunRef, write_manifest_part
+from connectors.storage import StorageUnavailableError
 
 from .config import SegmentConfig
+from .errors import root_cause
 from .ray_startup import STAGE_OPTIONS
 from .scene_stages import ChunkBlendStage, ChunkTileStage, ScenePlan, assemble_scene, chunk_rows
 from .segment_stages import (
@@ -32,7 +32,8 @@ from .segment_stages import (
     InferenceStage,
     PrepareStage,
     ReadStage,
-    run_fields,
+    run_ref,
+    status_columns,
 )
 
 __all__ = [
@@ -114,34 +115,33 @@ def image_pipeline(sources: ray.data.Dataset, rt: Runtime) -> ray.data.Dataset:
         config.outputs,
         config.refine_foreground,
         config.s3,
-        run_fields(rt.run_id, config.variant, config.resolution),
+        run_ref(rt.run_id, config.variant, config.resolution),
     )
     return ds.map_batches(finish, batch_size=max(config.batch_size, 16), **STAGE_OPTIONS)
 
 
-def _assembled(plans: list[ScenePlan], results: dict[str, list[dict]], rt: Runtime) -> Iterator[dict]:
+def _assembled(
+    plans: list[ScenePlan], results: dict[str, list[dict]], rt: Runtime, run: RunRef
+) -> list[ManifestRow]:
     """One manifest row per scene; a scene whose assembly task died gets an error row."""
     config = rt.config
     assemble = ray.remote(num_cpus=1, **STAGE_OPTIONS)(assemble_scene)
-    pending = {
-        assemble.remote(plan, results[plan.id], config.output, rt.staging, config.s3): plan for plan in plans
-    }
-    for ref, plan in pending.items():
+    pending = [
+        assemble.remote(plan, results[plan.id], config.output, rt.staging, config.s3, run) for plan in plans
+    ]
+    rows = []
+    for ref, plan in zip(pending, plans, strict=True):
         try:
-            yield ray.get(ref)
+            rows.append(ray.get(ref))
         except ray.exceptions.RayError as exc:
-            yield {
-                "id": plan.id,
-                "source_uri": plan.uri,
-                "relative_path": plan.relative_path,
-                "source_size": plan.size,
-                "source_version": plan.version,
-                "status": "error",
-                "error": f"{plan.uri}: assembling the mask failed ({type(exc).__name__})",
-            }
+            if isinstance(root_cause(exc), StorageUnavailableError):
+                raise
+            error = f"{plan.uri}: assembling the mask failed ({type(exc).__name__})"
+            rows.append(ManifestRow(input=plan.ref, run=run, error=error))
+    return rows
 
 
-def run_scenes(plans: list[ScenePlan], rt: Runtime) -> pa.Table:
+def run_scenes(plans: list[ScenePlan], rt: Runtime) -> dict[str, np.ndarray]:
     """Chunks of every scene through tiles -> the shared inference stage -> blending; then one
     assembly task per scene and one manifest row each. Returns the status rows."""
     config = rt.config
@@ -159,18 +159,7 @@ def run_scenes(plans: list[ScenePlan], rt: Runtime) -> pa.Table:
     results: dict[str, list[dict]] = {plan.id: [] for plan in plans}
     for row in ds.iter_rows():
         results[row["scene_id"]].append(row)
-    run = run_fields(rt.run_id, config.variant, None) | {"resolution": f"tiles {config.scene_tile_size}"}
-    stamped = [{**row, **run, "processed_at": datetime.now(UTC)} for row in _assembled(plans, results, rt)]
-    write_manifest_part(config.output, stamped, config.s3)
-    return status_table(stamped)
-
-
-def status_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """What the driver counts: id, status and error of each manifest row."""
-    return pa.table(
-        {
-            "id": [r["id"] for r in rows],
-            "status": [r["status"] for r in rows],
-            "error": [r.get("error") or "" for r in rows],
-        }
-    )
+    run = RunRef(rt.run_id, config.variant, f"tiles {config.scene_tile_size}")
+    manifest = _assembled(plans, results, rt, run)
+    write_manifest_part(config.output, manifest, config.s3)
+    return status_columns(manifest)

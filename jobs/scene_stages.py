@@ -24,6 +24,7 @@ from birefnet_core.runtime import set_cpu_threads
 from birefnet_core.tiling import Tile, TileAccumulator, plan_tiles, tile_window
 from connectors.layout import OutputLayout, collision_message
 from connectors.listing import SCENE_EXTENSIONS, Source, item_id, output_name
+from connectors.manifest import InputRef, ManifestRow, RunRef
 from connectors.raster import (
     BandScaling,
     Chunk,
@@ -85,6 +86,10 @@ class ScenePlan:
     scaling: BandScaling | None
     chunks: tuple[Chunk, ...]
 
+    @property
+    def ref(self) -> InputRef:
+        return InputRef(self.id, self.uri, self.relative_path, self.size, self.version)
+
 
 def is_scene_candidate(source: Source) -> bool:
     return source.kind == "file" and PurePosixPath(source.relative_path).suffix.lower() in SCENE_EXTENSIONS
@@ -143,17 +148,13 @@ def plan_candidate(
         return f"{source.uri}: cannot read the scene ({exc})"
 
 
-def scene_error_row(source: Source, error: str) -> dict[str, Any]:
+def source_ref(source: Source) -> InputRef:
+    return InputRef(item_id(source.uri), source.uri, source.relative_path, source.size, source.version)
+
+
+def scene_error_row(source: Source, error: str, run: RunRef) -> ManifestRow:
     """The manifest row of a scene that stopped before any chunk ran."""
-    return {
-        "id": item_id(source.uri),
-        "source_uri": source.uri,
-        "relative_path": source.relative_path,
-        "source_size": source.size,
-        "source_version": source.version,
-        "status": "error",
-        "error": error,
-    }
+    return ManifestRow(input=source_ref(source), run=run, error=error)
 
 
 def _chunk_of(value: dict[str, Any]) -> Chunk:
@@ -307,33 +308,25 @@ def chunk_rows(plan: ScenePlan) -> list[dict[str, Any]]:
 
 
 def assemble_scene(
-    plan: ScenePlan, chunk_results: list[dict[str, Any]], output: str, staging_root: str, s3: S3Options
-) -> dict[str, Any]:
+    plan: ScenePlan,
+    chunk_results: list[dict[str, Any]],
+    output: str,
+    staging_root: str,
+    s3: S3Options,
+    run: RunRef,
+) -> ManifestRow:
     """Stream the staged chunks into the scene's COG and summarise the scene as one manifest row."""
     errors = [r["error"] for r in chunk_results if r["error"]]
-    row: dict[str, Any] = {
-        "id": plan.id,
-        "source_uri": plan.uri,
-        "relative_path": plan.relative_path,
-        "source_size": plan.size,
-        "source_version": plan.version,
-        "width": plan.info.width,
-        "height": plan.info.height,
-        "chunk_count": len(plan.chunks),
-        "tile_count": int(sum(r["tile_count"] for r in chunk_results)),
-        "decode_seconds": sum(r["decode_seconds"] for r in chunk_results),
-        "infer_seconds": sum(r["infer_seconds"] for r in chunk_results),
-        **({k: chunk_results[0][k] for k in MODEL_KEYS} if chunk_results else {}),
-    }
     started = time.perf_counter()
+    written: dict[str, Any] = {}
     if not errors and len(chunk_results) == len(plan.chunks):
         try:
             destination = OutputLayout(output).scene_mask(plan.name)
             assemble_mask(destination, plan.info, plan.chunks, join_uri(staging_root, plan.id), s3=s3)
             histogram = np.sum([r["histogram"] for r in chunk_results], axis=0)
             pairs = sum(int(r["seam_pairs"]) for r in chunk_results)
-            row.update(quality_from_histogram(histogram).as_dict() if histogram.sum() else {})
-            row.update(
+            written.update(quality_from_histogram(histogram).as_dict() if histogram.sum() else {})
+            written.update(
                 mask_uri=destination,
                 seam_disagreement=sum(r["seam_sum"] for r in chunk_results) / pairs if pairs else 0.0,
             )
@@ -343,9 +336,17 @@ def assemble_scene(
             errors.append(f"{plan.uri}: assembling the mask failed ({exc})")
     elif not errors:
         errors.append(f"{plan.uri}: {len(plan.chunks) - len(chunk_results)} chunks never came back")
-    row.update(
-        status="error" if errors else "ok",
+    return ManifestRow(
+        input=plan.ref,
+        run=run,
         error="; ".join(errors) or None,
+        width=plan.info.width,
+        height=plan.info.height,
+        chunk_count=len(plan.chunks),
+        tile_count=int(sum(r["tile_count"] for r in chunk_results)),
+        decode_seconds=sum(r["decode_seconds"] for r in chunk_results),
+        infer_seconds=sum(r["infer_seconds"] for r in chunk_results),
         encode_seconds=time.perf_counter() - started,
+        **({k: chunk_results[0][k] for k in MODEL_KEYS} if chunk_results else {}),
+        **written,
     )
-    return row

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 
-import pyarrow as pa
-import pyarrow.compute as pc
+import numpy as np
 import ray
 
 from birefnet_core.precision import cpu_has_native_bf16
@@ -26,16 +26,16 @@ from birefnet_core.variants import VARIANTS
 from birefnet_core.weights import RANDOM_WEIGHTS, WeightsNotFoundError, resolve_variant_file
 from connectors.layout import OutputLayout, RunFiles
 from connectors.listing import Source, sources_table
-from connectors.manifest import DoneIndex, compact_manifest, write_manifest_part
+from connectors.manifest import DoneIndex, ManifestRow, compact_manifest, write_manifest_part
 from connectors.storage import exists, write_bytes_atomic
 
 from .config import SegmentConfig, parse_args
 from .errors import EXIT_FAILURES, EXIT_JOB_ERROR, EXIT_OK, one_line, traceback_text
 from .listing import list_inputs
-from .pipelines import Runtime, image_pipeline, run_scenes, status_table
+from .pipelines import Runtime, image_pipeline, run_scenes
 from .ray_startup import STAGE_OPTIONS, Needs, ensure_resources, start_ray
 from .scene_stages import ScenePlan, plan_candidate, scene_error_row
-from .segment_stages import run_fields
+from .segment_stages import run_ref, status_columns
 
 __all__ = ["RunSummary", "main", "run"]
 
@@ -59,6 +59,7 @@ class RunSummary:
     errors: list[str] = field(default_factory=list)
     exit_code: int | None = None
     job_error: str | None = None
+    driver_peak_rss_mb: float = 0.0
 
     @property
     def inputs(self) -> int:
@@ -73,14 +74,14 @@ class RunSummary:
     def images_per_second(self) -> float:
         return self.inputs / max(self.seconds, 1e-9)
 
-    def count(self, statuses: pa.Table) -> None:
+    def count(self, statuses: Mapping[str, np.ndarray]) -> None:
         """Add a batch of status rows (id, status, error) from a pipeline."""
-        failed = statuses.filter(pc.not_equal(statuses.column("status"), "ok"))
-        self.ok += statuses.num_rows - failed.num_rows
-        self.failed += failed.num_rows
+        failed = statuses["status"] != "ok"
+        self.failed += int(failed.sum())
+        self.ok += len(failed) - int(failed.sum())
         room = KEPT_ERRORS - len(self.errors)
         if room > 0:
-            self.errors.extend(failed.column("error").to_pylist()[:room])
+            self.errors.extend(str(e) for e in statuses["error"][failed][:room])
 
 
 @ray.remote(num_cpus=0)
@@ -147,8 +148,8 @@ def pipeline_needs(config: SegmentConfig, gpus_per_actor: float) -> Needs:
 
 
 def _route_scenes(
-    candidates: list[Source], config: SegmentConfig
-) -> tuple[list[Source], list[ScenePlan], list[dict]]:
+    candidates: list[Source], config: SegmentConfig, run_id: str
+) -> tuple[list[Source], list[ScenePlan], list[ManifestRow]]:
     """(TIFFs that are plain images, scene plans, error rows of scenes that cannot be planned);
     planned in parallel tasks, since each reads the scene's metadata."""
     plan = ray.remote(num_cpus=1, **STAGE_OPTIONS)(plan_candidate)
@@ -162,7 +163,7 @@ def _route_scenes(
         if result is None:
             images.append(source)
         elif isinstance(result, str):
-            failed.append(scene_error_row(source, result))
+            failed.append(scene_error_row(source, result, run_ref(run_id, config.variant, None)))
         else:
             plans.append(result)
     return images, plans, failed
@@ -188,21 +189,19 @@ def _execute(config: SegmentConfig, files: RunFiles, summary: RunSummary) -> Non
     rt = Runtime(config, summary.run_id, device, dtype, gpus, done, _CountSkipped(counter))
     listing = list_inputs(config.input, config.s3, done)
     summary.listed = listing.listed
-    as_images, plans, unplanned = _route_scenes(listing.scene_candidates, config)
+    as_images, plans, unplanned = _route_scenes(listing.scene_candidates, config, summary.run_id)
     log.info(
         "run %s: %d inputs listed, %d done before, %d scenes to do, device %s, dtype %s",
         summary.run_id, listing.listed, listing.skipped, len(plans), device, dtype,
     )  # fmt: skip
 
     if unplanned:
-        run = run_fields(summary.run_id, config.variant, None)
-        rows = [{**row, **run, "processed_at": datetime.now(UTC)} for row in unplanned]
-        write_manifest_part(config.output, rows, config.s3)
-        summary.count(status_table(rows))
+        write_manifest_part(config.output, unplanned, config.s3)
+        summary.count(status_columns(unplanned))
     sources = listing.dataset
     if as_images:
         sources = sources.union(ray.data.from_arrow(sources_table(as_images)))
-    for batch in image_pipeline(sources, rt).iter_batches(batch_size=None, batch_format="pyarrow"):
+    for batch in image_pipeline(sources, rt).iter_batches(batch_size=None, batch_format="numpy"):
         summary.count(batch)
     if plans:
         summary.count(run_scenes(plans, rt))
@@ -244,6 +243,7 @@ def _finish(
     summary: RunSummary, files: RunFiles, config: SegmentConfig, started: float, **extra: str
 ) -> None:
     summary.seconds = time.perf_counter() - started
+    summary.driver_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     try:
         _write_json(files.summary, {**asdict(summary), "inputs": summary.inputs, **extra}, config)
     except Exception as exc:  # the store may be what failed; the exit code still tells

@@ -12,7 +12,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,7 @@ from connectors.images import decode_image, encode_mask_png, encode_png, read_he
 from connectors.inputs import read_source
 from connectors.layout import OutputLayout
 from connectors.listing import source_of_row
-from connectors.manifest import DoneIndex, write_manifest_part
+from connectors.manifest import DoneIndex, InputRef, ManifestRow, RunRef, write_manifest_part
 from connectors.storage import S3Options, StorageUnavailableError, open_input, write_bytes_atomic
 
 from .batches import column_batch, rows_of
@@ -47,7 +46,8 @@ __all__ = [
     "InferenceStage",
     "PrepareStage",
     "ReadStage",
-    "run_fields",
+    "run_ref",
+    "status_columns",
 ]
 
 #: Hands a stage the done-index when it needs it (on a cluster: from the object store).
@@ -238,7 +238,7 @@ class FinishStage:
     """Masks and cut-outs at the original size, written atomically, plus a manifest part per batch."""
 
     def __init__(
-        self, output: str, outputs: list[str], refine_foreground: bool, s3: S3Options, run: dict[str, Any]
+        self, output: str, outputs: list[str], refine_foreground: bool, s3: S3Options, run: RunRef
     ) -> None:
         self.output = output
         self.layout = OutputLayout(output)
@@ -267,47 +267,46 @@ class FinishStage:
         manifest = []
         for row in rows_of(batch):
             started = time.perf_counter()
-            entry = {
-                "id": row["id"],
-                "source_uri": row["uri"],
-                "relative_path": row["relative_path"],
-                "source_size": int(row["size"]),
-                "source_version": row["version"],
-                "width": int(row["width"]) or None,
-                "height": int(row["height"]) or None,
-                "decode_seconds": float(row["decode_seconds"]),
-                "infer_seconds": float(row["infer_seconds"]) or None,
-                **{key: row[key] for key in MODEL_KEYS},
-                **self.run,
-            }
             error = str(row["error"]) or None
+            written: dict[str, Any] = {}
             if error is None:
                 try:
-                    entry.update(self._write_outputs(row))
+                    written = self._write_outputs(row)
                 except StorageUnavailableError:
                     raise  # the store, not this input: the job stops and a re-run resumes
                 except Exception as exc:
                     error = f"{row['uri']}: writing outputs failed ({exc})"
-            entry.update(
-                status="ok" if error is None else "error",
-                error=error,
-                encode_seconds=time.perf_counter() - started,
-                processed_at=datetime.now(UTC),
+            manifest.append(
+                ManifestRow(
+                    input=InputRef(
+                        row["id"], row["uri"], row["relative_path"], int(row["size"]), row["version"]
+                    ),
+                    run=self.run,
+                    error=error,
+                    width=int(row["width"]) or None,
+                    height=int(row["height"]) or None,
+                    decode_seconds=float(row["decode_seconds"]),
+                    infer_seconds=float(row["infer_seconds"]) or None,
+                    encode_seconds=time.perf_counter() - started,
+                    **{key: row[key] for key in MODEL_KEYS},
+                    **written,
+                )
             )
-            manifest.append(entry)
         write_manifest_part(self.output, manifest, self.s3)
-        return column_batch(
-            [{**m, "error": m["error"] or NO_ERROR} for m in manifest], ("id", "status", "error")
-        )
+        return status_columns(manifest)
 
 
-def run_fields(run_id: str, variant: str, resolution: tuple[int, int] | None) -> dict[str, Any]:
-    """Columns that are the same for every row of a run."""
+def status_columns(rows: list[ManifestRow]) -> dict[str, np.ndarray]:
+    """What a pipeline hands the driver per committed row: id, status and error ("" for none)."""
+    return column_batch(
+        [{"id": r.input.id, "status": r.status, "error": r.error or NO_ERROR} for r in rows],
+        ("id", "status", "error"),
+    )
+
+
+def run_ref(run_id: str, variant: str, resolution: tuple[int, int] | None) -> RunRef:
+    """What every image row of a run shares."""
     if resolution is None:
         size = get_variant(variant).size
         resolution = size if size else None
-    return {
-        "run_id": run_id,
-        "variant": variant,
-        "resolution": f"{resolution[0]}x{resolution[1]}" if resolution else "dynamic",
-    }
+    return RunRef(run_id, variant, f"{resolution[0]}x{resolution[1]}" if resolution else "dynamic")

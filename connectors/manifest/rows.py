@@ -72,7 +72,11 @@ class ManifestRow:
         flat = {
             **dataclasses.asdict(self.input),
             **dataclasses.asdict(self.run),
-            **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("input", "run")},
+            **{
+                f.name: getattr(self, f.name)
+                for f in dataclasses.fields(self)
+                if f.name not in ("input", "run")
+            },
             "status": self.status,
         }
         return {name: flat[name] for name in MANIFEST_SCHEMA.names}

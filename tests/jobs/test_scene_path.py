@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from birefnet_core.tiling import predict_tiled
 from birefnet_core.variants import IMAGENET_MEAN, IMAGENET_STD
 from connectors.listing import Source
-from connectors.manifest import read_manifest
+from connectors.manifest import RunRef, read_manifest
 from connectors.raster import read_info, read_window
 from connectors.storage import S3Options
 from jobs.batches import column_batch, rows_of
@@ -56,8 +56,10 @@ def _chunked(path, tmp_path, bands=None):
     for row in chunk_rows(plan):
         batch = column_batch([row], list(row))
         results += list(rows_of(blender(infer(tiler(batch)))))
-    manifest = assemble_scene(plan, results, str(tmp_path / "out"), str(tmp_path / "staging"), s3)
-    return plan, manifest
+    manifest = assemble_scene(
+        plan, results, str(tmp_path / "out"), str(tmp_path / "staging"), s3, RunRef("t", "lite", "tiles")
+    )
+    return plan, manifest.as_dict()
 
 
 def test_chunked_scene_equals_in_memory_tiling(tmp_path):

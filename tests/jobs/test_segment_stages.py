@@ -22,7 +22,7 @@ from jobs.segment_stages import (
     FinishStage,
     InferenceStage,
     PrepareStage,
-    run_fields,
+    run_ref,
 )
 
 WORK = (64, 64)  # working (height, width); the resolution argument is (width, height)
@@ -266,7 +266,7 @@ def test_inference_output_does_not_carry_input_pixels(inferred):
 
 
 def _finish(root: Path, rows: list[dict], outputs=("mask",)) -> dict[str, np.ndarray]:
-    run = run_fields("run-1", "lite", (64, 64))
+    run = run_ref("run-1", "lite", (64, 64))
     stage = FinishStage(str(root), list(outputs), refine_foreground=False, s3=S3Options(), run=run)
     return stage(column_batch(rows, INFERRED_KEYS))
 
