@@ -8,6 +8,7 @@ goes to the log at debug level and into the run's summary.
 
 from __future__ import annotations
 
+import re
 import traceback
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "JobError",
     "one_line",
     "root_cause",
+    "traceback_text",
 ]
 
 #: Every input ok, or no more failed than --max-failure-fraction allows.
@@ -32,24 +34,34 @@ class JobError(Exception):
 
 
 def root_cause(exc: BaseException) -> BaseException:
-    """The user-code exception inside Ray's wrappers (a failed task raises RayTaskError(cause))."""
+    """The user-code exception inside Ray's wrappers: a failed task raises RayTaskError (whose
+    ``cause`` is the original), and Ray Data wraps that in UserCodeException (``__cause__``)."""
     seen = set()
-    while id(exc) not in seen:
+    while id(exc) not in seen and type(exc).__module__.startswith("ray"):
         seen.add(id(exc))
         inner = getattr(exc, "cause", None)
-        if isinstance(inner, BaseException) and type(exc).__name__.startswith("Ray"):
-            exc = inner
-            continue
-        if type(exc).__name__.startswith("Ray") and isinstance(exc.__cause__, BaseException):
-            exc = exc.__cause__
-            continue
-        break
+        inner = inner if isinstance(inner, BaseException) else exc.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
     return exc
 
 
+#: How an exception of this project's own code appears in a task's remote traceback.
+_REMOTE_ERROR = re.compile(r"^(?:connectors|jobs|birefnet_core)(?:\.\w+)+\.(\w+): (.+)$", re.MULTILINE)
+
+
 def one_line(exc: BaseException) -> str:
-    """A single line naming the problem: the first line of the root cause's message."""
+    """A single line naming the problem: the first line of the root cause's message.
+
+    A stage that fails inside Ray Data reaches the driver as UserCodeException, whose chain was
+    lost in pickling; the original (say, the store being unreachable) survives only in the
+    remote traceback text, so that is where its message is taken from."""
     cause = root_cause(exc)
+    if type(cause).__module__.startswith("ray"):
+        found = _REMOTE_ERROR.search(str(exc))
+        if found:
+            return found.group(2).strip()
     text = str(cause).strip().splitlines()
     message = text[0] if text else ""
     if isinstance(cause, JobError | OSError | ValueError) and message:

@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -203,20 +202,6 @@ def _score_batch(batch: dict[str, np.ndarray], s3: S3Options | None, hce: bool) 
         out["F_curve"][i] = result.scores.F_curve
         out["E_curve"][i] = result.scores.E_curve
     return out
-
-
-def _ensure_ray(config: EvaluateConfig) -> bool:
-    """Join RAY_ADDRESS / --ray-address or start an embedded local Ray; True when started here."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = config.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(address="local", num_cpus=config.workers, include_dashboard=False)
-    return True
 
 
 def score_pairs_ray(
@@ -412,7 +397,9 @@ def run(config: EvaluateConfig) -> EvaluationReport:
         mode = "ray" if len(pairs) >= RAY_MIN_PAIRS else "local"
     log.info("%d pairs in %d datasets, scoring on %s", len(pairs), len(pairing.datasets), mode)
     if mode == "ray" and pairs:
-        started_ray = _ensure_ray(config)
+        from .ray_startup import start_ray
+
+        started_ray = start_ray(config.ray_address, config.workers)
         try:
             results = score_pairs_ray(pairs, config.s3, config.hce, config.workers)
         finally:

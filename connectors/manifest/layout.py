@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from connectors.layout import MANIFEST_DIR
 from connectors.storage import (
     S3Options,
     filesystem,
@@ -34,7 +35,6 @@ from connectors.storage import (
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_DIR = "manifest"
 PART_PREFIX = "part-"
 COMPACTED_DIR = "compacted"
 POINTER_NAME = "_compacted.json"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -157,7 +159,7 @@ def test_embedded_ray_never_attaches_to_a_cluster_recorded_on_the_machine(tmp_pa
     write_production_corpus(tmp_path / "in")
     with local_ray_cluster(tmp_path / "cluster") as cluster:
         # What `ray start --head` leaves for a bare ray.init() to find: <RAY_TMPDIR>/ray/ray_current_cluster.
-        recorded = tmp_path / "tmp"
+        recorded = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # Ray's socket paths must stay short
         (recorded / "ray").mkdir(parents=True)
         (recorded / "ray" / "ray_current_cluster").write_text(cluster.gcs_address)
         env = {**cluster.env, "RAY_TMPDIR": str(recorded)}
@@ -165,5 +167,6 @@ def test_embedded_ray_never_attaches_to_a_cluster_recorded_on_the_machine(tmp_pa
         done = _job(["--input", str(tmp_path / "in/photos"), "--output", str(tmp_path / "out"), *FLAGS,
                      "--object-store-memory", str(100 * 1024**2), "--max-failure-fraction", "1"],
                     env=env)  # fmt: skip
+    shutil.rmtree(recorded, ignore_errors=True)
     assert done.returncode == EXIT_OK, done.stderr[-4000:]
     assert "Connecting to existing Ray cluster" not in done.stderr
