@@ -27,7 +27,7 @@ from birefnet_core.weights import RANDOM_WEIGHTS, WeightsNotFoundError, resolve_
 from connectors.layout import OutputLayout, RunFiles
 from connectors.listing import Source, sources_table
 from connectors.manifest import DoneIndex, ManifestRow, compact_manifest, write_manifest_part
-from connectors.storage import exists, write_bytes_atomic
+from connectors.storage import S3Options, exists, write_bytes_atomic
 
 from .config import SegmentConfig, parse_args
 from .errors import EXIT_FAILURES, EXIT_JOB_ERROR, EXIT_OK, one_line, traceback_text
@@ -119,6 +119,11 @@ class _SharedIndex:
         return ray.get(self.ref)
 
 
+def _done_index(output: str, s3: S3Options, skip_existing: bool) -> DoneIndex:
+    """What earlier runs finished (nothing when re-doing everything)."""
+    return DoneIndex.load(output, s3) if skip_existing else DoneIndex.empty()
+
+
 def _check_weights(config: SegmentConfig) -> None:
     """Fail before starting any actor when the weights cannot be found (actors would only retry)."""
     source = config.weights_source
@@ -182,9 +187,9 @@ def _execute(config: SegmentConfig, files: RunFiles, summary: RunSummary) -> Non
     ensure_resources(pipeline_needs(config, gpus), embedded=embedded)
     _write_json(files.config, {**config.model_dump(mode="json"), "device": device, "dtype": dtype}, config)
 
-    index = DoneIndex.load(config.output, config.s3) if config.skip_existing else DoneIndex.empty()
-    done = _SharedIndex(ray.put(index))
-    del index  # the driver keeps no O(N) state while the pipelines run
+    # Built by a task, so it goes straight into the object store: the driver never holds it.
+    load = ray.remote(num_cpus=1, **STAGE_OPTIONS)(_done_index)
+    done = _SharedIndex(load.remote(config.output, config.s3, config.skip_existing))
     counter = _Counter.remote()
     rt = Runtime(config, summary.run_id, device, dtype, gpus, done, _CountSkipped(counter))
     listing = list_inputs(config.input, config.s3, done)
