@@ -14,7 +14,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ from birefnet_core.quality import mask_histogram, quality_from_histogram
 from birefnet_core.runtime import set_cpu_threads
 from birefnet_core.tiling import Tile, TileAccumulator, plan_tiles, tile_window
 from connectors.layout import OutputLayout, collision_message
-from connectors.listing import SCENE_EXTENSIONS, Source, item_id, output_name
+from connectors.listing import Source, item_id, output_name
 from connectors.manifest import InputRef, ManifestRow, RunRef
 from connectors.raster import (
     BandScaling,
@@ -89,10 +88,6 @@ class ScenePlan:
     @property
     def ref(self) -> InputRef:
         return InputRef(self.id, self.uri, self.relative_path, self.size, self.version)
-
-
-def is_scene_candidate(source: Source) -> bool:
-    return source.kind == "file" and PurePosixPath(source.relative_path).suffix.lower() in SCENE_EXTENSIONS
 
 
 def plan_scene(
