@@ -391,22 +391,21 @@ def sources_from_parquet_rows(
     """
     values = _column_values(table, columns)
     keep = [i for i, v in enumerate(values) if v is not None and v.strip()]
-    skipped = 0
-    if done is not None and len(done) and columns.size and columns.version:
+    listed_stats = bool(columns.size and columns.version)
+    if listed_stats:
+        sizes = table.column(columns.size).to_pylist()
         versions = [str(v or "").strip('"') for v in table.column(columns.version).to_pylist()]
+    skipped = 0
+    if listed_stats and done is not None and len(done):
         uris = [_resolve_listed(values[i].strip(), list_uri) for i in keep]  # type: ignore[union-attr]
         finished = done.is_done([item_id(u) for u in uris], [versions[i] for i in keep])
         skipped = int(finished.sum())
         keep = [i for i, f in zip(keep, finished, strict=True) if not f]
     entries = [(f"entry {values[i]!r}", values[i].strip()) for i in keep]  # type: ignore[union-attr]
     stats = None
-    if columns.size and columns.version:
-        sizes, versions = table.column(columns.size).to_pylist(), table.column(columns.version).to_pylist()
+    if listed_stats:
         stats = {
-            values[i].strip(): (
-                int(sizes[i]) if sizes[i] is not None else -1,
-                str(versions[i] or "").strip('"'),
-            )  # type: ignore[union-attr]
+            values[i].strip(): (int(sizes[i]) if sizes[i] is not None else -1, versions[i])  # type: ignore[union-attr]
             for i in keep
         }
     return sources_table(_sources_of_entries(list_uri, entries, s3, stats)), skipped

@@ -11,8 +11,8 @@ the driver sees is only small status rows, and a run stopped at any point keeps 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import ray
@@ -37,8 +37,8 @@ from .segment_stages import (
 )
 
 __all__ = [
+    "CPU_TASK_CPUS",
     "INFERENCE_ACTOR_MEMORY",
-    "STAGE_OPTIONS",
     "Runtime",
     "image_pipeline",
     "run_scenes",
@@ -65,7 +65,7 @@ class Runtime:
     dtype: str
     gpus: float
     done: DoneLookup | None = None
-    on_skipped: Any = None
+    on_skipped: Callable[[int], None] | None = None
 
     @property
     def staging(self) -> str:

@@ -131,9 +131,8 @@ def _check_weights(config: SegmentConfig) -> None:
         log.warning("--weights random: masks will be meaningless; the manifest records weights='random'")
     elif source in VARIANTS:
         resolve_variant_file(VARIANTS[source])
-    else:
-        if not exists(source, config.s3):
-            raise WeightsNotFoundError(f"weights {source!r} do not exist")
+    elif not exists(source, config.s3):
+        raise WeightsNotFoundError(f"weights {source!r} do not exist")
 
 
 def _device(config: SegmentConfig) -> str:
@@ -235,8 +234,9 @@ def run(config: SegmentConfig) -> RunSummary:
         _execute(config, files, summary)
     except BaseException as exc:
         summary.exit_code, summary.job_error = EXIT_JOB_ERROR, one_line(exc)
-        log.debug("run %s failed:\n%s", run_id, traceback_text(exc))
-        _finish(summary, files, config, started, traceback=traceback_text(exc))
+        trace = traceback_text(exc)
+        log.debug("run %s failed:\n%s", run_id, trace)
+        _finish(summary, files, config, started, traceback=trace)
         raise
     too_many = summary.failure_fraction > config.max_failure_fraction
     summary.exit_code = EXIT_FAILURES if too_many else EXIT_OK

@@ -76,6 +76,10 @@ def _committed(out: str, s3: S3Options | None = None) -> int:
         return 0
 
 
+def _wait_for_first_commit(out: str, s3: S3Options | None = None) -> None:
+    _wait(lambda: _committed(out, s3) > 0, 180, "the first committed batch")
+
+
 def _check_complete(out: str, s3: S3Options | None = None) -> list[dict]:
     """Every input exactly once among the newest rows, each ok."""
     latest = latest_rows(read_manifest(out, s3)).to_pylist()
@@ -103,7 +107,7 @@ def test_killing_the_inference_actor_mid_run_loses_and_repeats_nothing(tmp_path)
     env, marker = _env()
     proc = _start(["--input", str(src), "--output", str(out)], env, log)
     try:
-        _wait(lambda: _committed(str(out)) > 0, 180, "the first committed batch")
+        _wait_for_first_commit(str(out))
         actors = pids_with_env(marker, cmdline_contains="InferenceStage")
         assert actors, "no inference actor found"
         for pid in actors:
@@ -122,7 +126,7 @@ def test_killing_the_driver_then_rerunning_completes_the_union(tmp_path):
     env, marker = _env()
     proc = _start(["--input", str(src), "--output", str(out)], env, log)
     try:
-        _wait(lambda: _committed(str(out)) > 0, 180, "the first committed batch")
+        _wait_for_first_commit(str(out))
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         _finish(proc, marker, log)
@@ -166,7 +170,7 @@ def test_a_20s_store_outage_mid_run_is_waited_out(restartable_s3_server, tmp_pat
     log = tmp_path / "job.log"
     proc = _start(args, env, log)
     try:
-        _wait(lambda: _committed(f"s3://{bucket}/results", s3) > 0, 180, "the first committed batch")
+        _wait_for_first_commit(f"s3://{bucket}/results", s3)
         seaweed.stop()
         time.sleep(20)
         seaweed.start()
@@ -185,7 +189,7 @@ def test_an_outage_longer_than_the_retry_window_is_exit_2_and_a_rerun_completes(
     log = tmp_path / "job.log"
     proc = _start(args, env, log)
     try:
-        _wait(lambda: _committed(f"s3://{bucket}/results", s3) > 0, 180, "the first committed batch")
+        _wait_for_first_commit(f"s3://{bucket}/results", s3)
         seaweed.stop()
         code = proc.wait(timeout=180)
     finally:
