@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from connectors.layout import collision_message, output_names
-from connectors.listing import IMAGE_EXTENSIONS, TAR_EXTENSION, Source, extension_of, item_id, output_name
+from connectors.sources import IMAGE_EXTENSIONS, TAR_EXTENSION, Source, extension_of, item_id, output_name
 from connectors.storage import (
     S3Options,
     StorageUnavailableError,

@@ -19,7 +19,7 @@ import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from connectors.storage import join_uri, safe_output_uri
+from connectors.uris import join_uri, safe_output_uri
 
 __all__ = [
     "MANIFEST_DIR",

@@ -30,8 +30,8 @@ import numpy as np
 import pyarrow.compute as pc
 
 from connectors.images import decode_image
-from connectors.listing import IMAGE_EXTENSIONS
 from connectors.manifest import latest_rows, read_manifest
+from connectors.sources import IMAGE_EXTENSIONS
 from connectors.storage import S3Options, join_uri, list_files, read_bytes, uri_scheme
 
 __all__ = [

@@ -1,8 +1,9 @@
-"""Byte-level storage for batch jobs: local folders, ``memory://`` and S3-compatible stores.
+"""Byte-level storage for batch jobs: reads, atomic writes and listings on local folders, ``memory://`` and S3.
 
 Jobs address everything by URI so that the same code runs on a laptop folder, in tests
 (``memory://``) and against any S3 endpoint (AWS, SeaweedFS, MinIO, ...). The backend is
-chosen by URI scheme; s3fs is imported only when an ``s3://`` URI is used.
+chosen by URI scheme (``connectors.filesystems``); URI spelling lives in ``connectors.uris``.
+Both are re-exported here, so callers need one import for storage.
 
 Error contract, so callers can tell a typo from a credentials problem:
 
@@ -29,19 +30,47 @@ from datetime import UTC, datetime
 from typing import IO, Any, NoReturn, TypeVar, cast
 
 import fsspec
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from connectors.retry import RetryPolicy
-from connectors.retry import StorageUnavailableError as StorageUnavailableError
+from connectors.filesystems import S3Options, filesystem
+from connectors.retry import RetryPolicy, StorageUnavailableError
+from connectors.uris import (
+    LOCAL_SCHEMES,
+    MEMORY_SCHEMES,
+    S3_SCHEMES,
+    SUPPORTED_SCHEMES,
+    join_uri,
+    safe_output_uri,
+    uri_scheme,
+)
+
+__all__ = [
+    "LOCAL_SCHEMES",
+    "MEMORY_SCHEMES",
+    "S3_SCHEMES",
+    "SUPPORTED_SCHEMES",
+    "FileEntry",
+    "S3Options",
+    "StorageAuthError",
+    "StorageUnavailableError",
+    "exists",
+    "file_info",
+    "filesystem",
+    "join_uri",
+    "list_files",
+    "list_folder",
+    "normalise_extensions",
+    "open_input",
+    "read_bytes",
+    "safe_output_uri",
+    "translated_errors",
+    "uri_scheme",
+    "version_tag",
+    "write_bytes_atomic",
+]
 
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
-
-LOCAL_SCHEMES = frozenset({"", "file", "local"})
-MEMORY_SCHEMES = frozenset({"memory"})
-S3_SCHEMES = frozenset({"s3", "s3a"})
-SUPPORTED_SCHEMES = LOCAL_SCHEMES | MEMORY_SCHEMES | S3_SCHEMES
 
 # Error codes S3 returns when the key pair itself is wrong (as opposed to missing permissions).
 _REJECTED_CREDENTIAL_CODES = frozenset(
@@ -51,110 +80,6 @@ _REJECTED_CREDENTIAL_CODES = frozenset(
 
 class StorageAuthError(PermissionError):
     """S3 refused the request because of the credentials; raised instead of a bare 403."""
-
-
-class S3Options(BaseModel):
-    """Connection settings for S3-compatible stores.
-
-    Leaving ``key``/``secret`` unset keeps the standard AWS discovery chain (environment,
-    shared credentials file, instance profile), which is what clusters normally rely on.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    endpoint_url: str | None = Field(
-        default=None,
-        description="S3 endpoint, e.g. http://127.0.0.1:8333 for SeaweedFS; None means AWS (or AWS_ENDPOINT_URL).",
-    )
-    key: str | None = Field(
-        default=None, description="Access key id; None falls back to the standard AWS credential chain."
-    )
-    secret: SecretStr | None = Field(
-        default=None,
-        description="Secret access key; None falls back to the standard AWS credential chain.",
-    )
-    region: str | None = Field(
-        default=None, description="Region used to sign requests; None uses the AWS default."
-    )
-    anon: bool = Field(default=False, description="Send unsigned requests (public buckets only).")
-    retry_seconds: float = Field(
-        default=120.0,
-        ge=0,
-        description="How long to keep retrying transient S3 faults (outage, timeouts, 5xx, throttling) "
-        "before StorageUnavailableError; 0 tries once.",
-    )
-
-    def storage_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``s3fs.S3FileSystem``; unset fields are omitted so botocore can discover them."""
-        options: dict[str, Any] = {"anon": self.anon}
-        if self.endpoint_url is not None:
-            options["endpoint_url"] = self.endpoint_url
-        if self.key is not None:
-            options["key"] = self.key
-        if self.secret is not None:
-            options["secret"] = self.secret.get_secret_value()
-        if self.region is not None:
-            options["client_kwargs"] = {"region_name": self.region}
-        return options
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One listed object; ``mtime_or_etag`` lets a job detect inputs that changed since a previous run."""
-
-    uri: str
-    relative_path: str
-    size: int
-    mtime_or_etag: str
-
-
-def uri_scheme(uri: str) -> str:
-    """Lower-case scheme of ``uri``, or "" for plain local paths."""
-    scheme, sep, _ = uri.partition("://")
-    return scheme.lower() if sep else ""
-
-
-def filesystem(uri: str, s3: S3Options | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """Return the filesystem serving ``uri`` and the path inside it.
-
-    Instances come from fsspec's own cache (keyed by the options), so calling this per file is cheap
-    and each worker process keeps one S3 connection pool. Local paths are made absolute because
-    Ray workers may not share the driver's working directory.
-    """
-    scheme = uri_scheme(uri)
-    if scheme in LOCAL_SCHEMES:
-        fs = fsspec.filesystem("file")
-        local = uri.partition("://")[2] if scheme else uri
-        return fs, os.path.abspath(os.path.expanduser(local))
-    if scheme in MEMORY_SCHEMES:
-        fs = fsspec.filesystem("memory")
-        return fs, fs._strip_protocol(uri)
-    if scheme in S3_SCHEMES:
-        try:
-            import s3fs
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                f"Reading {uri} needs s3fs; install it with `pip install 'birefnet-ray[s3]'`."
-            ) from exc
-        # No listings cache: other workers write concurrently, and a cached listing would hand
-        # open() a stale size for an object rewritten since it was listed.
-        # One attempt is bounded (botocore's own retries and timeouts kept short), so a paused
-        # store cannot hold a call for minutes: waiting out outages is _call's job.
-        fs = s3fs.S3FileSystem(
-            use_listings_cache=False, config_kwargs=_ATTEMPT_LIMITS, **(s3 or S3Options()).storage_options()
-        )
-        fs.retries = 1  # a class attribute (5), not an argument
-        return fs, fs._strip_protocol(uri)
-    raise ValueError(
-        f"Unsupported URI scheme {scheme!r} in {uri!r}; supported: local paths, file://, memory://, s3://, s3a://."
-    )
-
-
-_ATTEMPT_LIMITS = {
-    "connect_timeout": 10,
-    "read_timeout": 60,
-    "retries": {"max_attempts": 2, "mode": "standard"},
-}
 
 
 def _bucket_of(uri: str) -> str:
@@ -200,6 +125,7 @@ def _raise_translated(exc: BaseException, uri: str, s3: S3Options | None) -> NoR
 
 @contextlib.contextmanager
 def translated_errors(uri: str, s3: S3Options | None) -> Iterator[None]:
+    """Raise what fails inside the block as the module's documented errors, naming ``uri``."""
     try:
         yield
     except Exception as exc:
@@ -293,7 +219,18 @@ def write_bytes_atomic(uri: str, data: bytes, s3: S3Options | None = None) -> No
     logger.debug("wrote %d bytes to %s", len(data), uri)
 
 
+@dataclass(frozen=True)
+class FileEntry:
+    """One listed object; ``mtime_or_etag`` lets a job detect inputs that changed since a previous run."""
+
+    uri: str
+    relative_path: str
+    size: int
+    mtime_or_etag: str
+
+
 def normalise_extensions(extensions: set[str] | None) -> frozenset[str] | None:
+    """Extensions as listings compare them: lower case with a leading dot; None keeps everything."""
     if extensions is None:
         return None
     return frozenset("." + ext.lower().lstrip(".") for ext in extensions)
@@ -378,36 +315,3 @@ def list_folder(
             size = int(info.get("size") or 0)
             files.append(FileEntry(join_uri(base, relative), relative, size, version_tag(info)))
     return files, sorted(subfolders)
-
-
-def join_uri(root: str, relative: str) -> str:
-    """Join a trusted relative path (e.g. from ``list_files``) onto ``root`` with one "/".
-
-    Use ``safe_output_uri`` for anything that decides where outputs are written.
-    """
-    if root.endswith("://"):
-        return root + relative
-    return f"{root.rstrip('/')}/{relative}"
-
-
-def safe_output_uri(root: str, relative: str) -> str:
-    """Join ``relative`` onto the output ``root``, refusing keys that could land outside it.
-
-    Output keys derive from input names, which are not trusted: an absolute path, a backslash
-    path or enough ``..`` segments would otherwise overwrite arbitrary files or objects.
-    Harmless ``.``/``..`` segments are normalised so local and S3 outputs get the same key.
-    """
-    if not relative or not relative.strip():
-        raise ValueError(f"Output path under {root!r} is empty.")
-    if "\x00" in relative:
-        raise ValueError(f"Output path {relative!r} contains a NUL byte.")
-    if "\\" in relative:
-        raise ValueError(f"Output path {relative!r} contains a backslash; use '/' separators.")
-    if relative.startswith("/") or "://" in relative:
-        raise ValueError(f"Output path {relative!r} is absolute; it must be relative to {root!r}.")
-    normalised = posixpath.normpath(relative)
-    if normalised == ".." or normalised.startswith("../"):
-        raise ValueError(f"Output path {relative!r} escapes the output root {root!r}.")
-    if normalised == ".":
-        raise ValueError(f"Output path {relative!r} under {root!r} names the root itself, not a file.")
-    return join_uri(root, normalised)

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connectors.manifest.layout import Pointer, list_parts, manifest_uri, part_name, read_pointer
+from connectors.manifest.migration import file_columns
 from connectors.manifest.schema import check_known_columns, conform, projected_schema
 from connectors.storage import S3_SCHEMES, S3Options, open_input, read_bytes, uri_scheme
 
@@ -44,10 +45,12 @@ class Snapshot:
 
 
 def _project(parquet: pq.ParquetFile, uri: str, schema: pa.Schema) -> pa.Table:
-    names = parquet.schema_arrow.names
-    check_known_columns(names, uri)
-    table = parquet.read(columns=[name for name in schema.names if name in names], use_threads=False)
-    return conform(table, uri, schema)
+    """Read the file's columns that ``schema`` asks for, under their current names (see ``migration``)."""
+    held = file_columns(parquet.schema_arrow.names)
+    check_known_columns(held, uri)
+    table = parquet.read(columns=[held[name] for name in schema.names if name in held], use_threads=False)
+    seen_as = {column: name for name, column in held.items()}
+    return conform(table.rename_columns([seen_as[column] for column in table.column_names]), uri, schema)
 
 
 def _read_file(uri: str, schema: pa.Schema, s3: S3Options | None, ranged: bool) -> pa.Table | None:

@@ -47,7 +47,7 @@ class ManifestRow:
     height: int | None = None
     mask_uri: str | None = None
     cutout_uri: str | None = None
-    weights: str | None = None
+    weights_sha256: str | None = None
     weights_source: str | None = None
     dtype: str | None = None
     decode_seconds: float | None = None

@@ -1,7 +1,8 @@
 """The manifest's columns: their types, their documentation, and conforming tables to them.
 
-Parts written by older versions may lack newer nullable columns; every reader goes through
-``conform`` so all tables handed out share one schema (or the projection of it that was asked for).
+Parts written by older versions may lack newer nullable columns, or hold renamed ones under their
+old names (``migration``); every reader goes through ``conform`` so all tables handed out share
+one schema (or the projection of it that was asked for).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ MANIFEST_SCHEMA: pa.Schema = pa.schema(
             ("mask_uri", pa.string()),
             ("cutout_uri", pa.string()),
             ("variant", pa.string()),
-            ("weights", pa.string()),
+            ("weights_sha256", pa.string()),
             ("weights_source", pa.string()),
             ("resolution", pa.string()),
             ("dtype", pa.string()),
@@ -63,7 +64,7 @@ MANIFEST_COLUMNS_DOC: dict[str, str] = {
     "mask_uri": "Where the 8-bit mask PNG was written.",
     "cutout_uri": "Where the RGBA cut-out was written (null when cut-outs are off).",
     "variant": "BiRefNet variant name from the registry.",
-    "weights": "SHA-256 of the weights file, or `random` for untrained smoke-test weights.",
+    "weights_sha256": "SHA-256 of the weights file, or `random` for untrained smoke-test weights.",
     "weights_source": "Where the weights came from (a path or URI, the Hugging Face cache file, or `random`).",
     "resolution": "Working size the model ran at, e.g. `1024x1024`, or `dynamic`.",
     "dtype": "Inference precision, e.g. `float16`, `bfloat16`, `float32`.",
