@@ -18,6 +18,7 @@ import torch
 from birefnet_core import load_model
 from birefnet_core.precision import cpu_has_native_bf16, dtype_name, parse_dtype
 from birefnet_core.predictor import Predictor
+from birefnet_core.size import Size
 
 
 def _time_forward(
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         dtype = parse_dtype(name)
         predictor = Predictor(
             model,
-            resolution=(args.size, args.size),
+            size=Size(args.size, args.size),
             device=args.device,
             dtype=dtype,
             strict_dtype=True,

@@ -22,12 +22,14 @@ import torch
 
 from birefnet_core.preprocessing import normalize_batch
 from birefnet_core.runtime import ALLOCATOR_ENV, set_cpu_threads
+from birefnet_core.size import Size
 from birefnet_core.variants import IMAGENET_MEAN, IMAGENET_STD
 from connectors.listing import list_sources
 from connectors.storage import S3Options, write_bytes_atomic
 from connectors.synthetic import encode_image, object_scene
 from jobs.batches import column_batch, rows_of
-from jobs.config import build_config
+from jobs.cli import build_config
+from jobs.config import SegmentConfig
 from jobs.segment import run
 from jobs.segment_stages import FinishStage, PrepareStage, ReadStage, run_ref
 
@@ -55,7 +57,7 @@ def stage_costs(folder: Path, output: Path, resolution: int) -> dict[str, float]
     records = ReadStage(s3)(column_batch(sources, list(sources[0])))
     timings["read"] = _cpu() - started
 
-    prepare = PrepareStage("lite", (resolution, resolution), keep_bytes=False, max_pixels=10**9)
+    prepare = PrepareStage("lite", Size(resolution, resolution), keep_bytes=False, max_pixels=10**9)
     started = _cpu()
     prepared = [prepare({k: v[i : i + 1] for k, v in records.items()}) for i in range(count)]
     timings["decode_resize"] = _cpu() - started
@@ -69,10 +71,12 @@ def stage_costs(folder: Path, output: Path, resolution: int) -> dict[str, float]
     disc = ((yy - resolution / 2) ** 2 + (xx - resolution / 2) ** 2) < (resolution / 3) ** 2
     stand_in = disc.astype(np.uint8) * 255  # what the accelerator hands back: quantised probabilities
     rows = [row for batch in prepared for row in rows_of(batch)]
-    model_columns = {"weights": "stand-in", "weights_source": "stand-in", "dtype": "float32"}
+    model_columns = {"weights_sha256": "stand-in", "weights_source": "stand-in", "dtype": "float32"}
     for row in rows:
         row.update(probs=stand_in, infer_seconds=0.0, **model_columns)
-    finish = FinishStage(str(output), ["mask"], False, s3, run_ref("bench", "lite", (resolution, resolution)))
+    finish = FinishStage(
+        str(output), ["mask"], False, s3, run_ref("bench", "lite", Size(resolution, resolution))
+    )
     finish_batch = 16  # the job's finishing batch size
     batches = [column_batch(rows[i : i + finish_batch], [*rows[0]]) for i in range(0, count, finish_batch)]
     started = _cpu()
@@ -87,6 +91,7 @@ def stage_costs(folder: Path, output: Path, resolution: int) -> dict[str, float]
 def throughput(folder: Path, output: Path, resolution: int, batch: int) -> dict[str, float]:
     """End-to-end Ray job images/s against the model alone on the same machine."""
     config = build_config(
+        SegmentConfig,
         {
             "input": str(folder),
             "output": str(output),
@@ -98,14 +103,14 @@ def throughput(folder: Path, output: Path, resolution: int, batch: int) -> dict[
             "dtype": "float32",
             "skip_existing": False,
             "object_store_memory": 300 * 1024 * 1024,
-        }
+        },
     )
     summary = run(config)
     from birefnet_core import load_model
     from birefnet_core.predictor import Predictor
 
     set_cpu_threads(os.cpu_count() or 1)  # the stage measurements above capped this process at one
-    predictor = Predictor(load_model("random", variant="lite"), resolution=(resolution, resolution))
+    predictor = Predictor(load_model("random", variant="lite"), size=Size(resolution, resolution))
     pixels = np.random.default_rng(0).integers(0, 256, (batch, resolution, resolution, 3), dtype=np.uint8)
     predictor.infer(pixels)
     started = time.perf_counter()

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import ray
 from ray import cloudpickle
 
+from birefnet_core.size import Size
 from connectors.listing import item_id, open_parquet_list
 from connectors.manifest import DoneIndex, compact_manifest, write_manifest_part
 from connectors.storage import S3Options
@@ -131,7 +132,7 @@ def bytes_per_task(work: Path) -> dict[str, int]:
         done = _SharedIndex(ray.put(index))
         s3 = S3Options()
         listing = open_parquet_list(str(work / "list.parquet"))
-        finish = FinishStage(str(work / "out"), ["mask"], False, s3, run_ref("r", "lite", (32, 32)))
+        finish = FinishStage(str(work / "out"), ["mask"], False, s3, run_ref("r", "lite", Size(32, 32)))
         sizes = {
             "listing_task": len(cloudpickle.dumps((listing, 0, s3, done))),
             "read_task": len(cloudpickle.dumps(ReadStage(s3, done, None))),

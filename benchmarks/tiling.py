@@ -34,7 +34,7 @@ def stand_in(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         row.update(
             probs=row.pop("pixels")[..., 0].copy(),
             infer_seconds=0.0,
-            weights="-",
+            weights_sha256="-",
             weights_source="-",
             dtype="-",
         )
@@ -75,7 +75,7 @@ def process(path: Path, work: Path, tile: int, overlap: int, chunk: int) -> dict
 
 def one_size(size: int, tile: int, overlap: int, chunk: int) -> dict[str, object]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.rasters import make_geotiff
+    from tests.support.geotiff_scenes import make_geotiff
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .model import BACKBONES, BiRefNet, create_model
+    from .size import Size
     from .variants import VARIANTS, Variant, get_variant
     from .weights import CheckpointMismatchError, WeightsInfo, WeightsNotFoundError, load_model
 
@@ -18,6 +19,7 @@ _EXPORTS = {
     "BACKBONES": ".model",
     "BiRefNet": ".model",
     "create_model": ".model",
+    "Size": ".size",
     "VARIANTS": ".variants",
     "Variant": ".variants",
     "get_variant": ".variants",
@@ -32,6 +34,7 @@ __all__ = [
     "VARIANTS",
     "BiRefNet",
     "CheckpointMismatchError",
+    "Size",
     "Variant",
     "WeightsInfo",
     "WeightsNotFoundError",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import uniform_filter
 
+from .quantization import dequantize_probabilities
+
 __all__ = ["box_blur", "estimate_foreground", "make_cutout"]
 
 
@@ -32,7 +34,7 @@ def _blur_fusion(image: np.ndarray, fg: np.ndarray, bg: np.ndarray, alpha: np.nd
 def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, radii: tuple[int, int] = (45, 3)) -> np.ndarray:
     """Foreground colours (uint8 H x W x 3) of `rgb` given `alpha` (uint8 or float in [0, 1])."""
     image = rgb.astype(np.float32) / 255.0
-    a = alpha.astype(np.float32) / 255.0 if alpha.dtype == np.uint8 else alpha.astype(np.float32)
+    a = dequantize_probabilities(alpha) if alpha.dtype == np.uint8 else alpha.astype(np.float32)
     fg, bg = image, image
     for radius in radii:
         fg, bg = _blur_fusion(image, fg, bg, a, radius)

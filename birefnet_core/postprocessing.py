@@ -8,11 +8,13 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-__all__ = ["probabilities_to_uint8", "resize_mask", "resize_probabilities"]
+from .size import Size
+
+__all__ = ["resize_mask", "resize_probabilities"]
 
 
-def resize_probabilities(probabilities: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """h x w float probabilities -> `size` (height, width), bilinear (antialiased when shrinking)."""
+def resize_probabilities(probabilities: np.ndarray | torch.Tensor, size: Size) -> np.ndarray:
+    """h x w float probabilities -> `size`, bilinear (antialiased when shrinking)."""
     tensor = torch.as_tensor(probabilities, dtype=torch.float32)
     if tuple(tensor.shape) == tuple(size):
         return tensor.numpy()
@@ -23,15 +25,8 @@ def resize_probabilities(probabilities: np.ndarray | torch.Tensor, size: tuple[i
     return out[0, 0].clamp_(0.0, 1.0).numpy()
 
 
-def probabilities_to_uint8(probabilities: np.ndarray) -> np.ndarray:
-    """[0, 1] floats -> 0..255 uint8, rounded to nearest."""
-    scaled = np.multiply(probabilities, 255.0, dtype=np.float32)
-    np.clip(scaled, 0.0, 255.0, out=scaled)
-    return np.rint(scaled, out=scaled).astype(np.uint8)
-
-
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """8-bit h x w mask -> `size` (height, width), bilinear (antialiased when shrinking).
+def resize_mask(mask: np.ndarray, size: Size) -> np.ndarray:
+    """8-bit h x w mask -> `size`, bilinear (antialiased when shrinking).
 
     Resizing the quantised map (as the reference does with PIL) is several times cheaper than
     resizing floats at full resolution, and differs from `resize_probabilities` by at most one
@@ -42,7 +37,7 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return mask
     shrinking = size[0] < mask.shape[0] or size[1] < mask.shape[1]
     if not shrinking:
-        return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)  # cv2 wants (w, h)
     resized = TF.resize(
         torch.from_numpy(mask)[None],
         list(size),

@@ -14,14 +14,15 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
+from .size import Size
 from .variants import Variant
 
 __all__ = [
     "DYNAMIC_MAX_SIDE",
     "decode_jpeg_rgb",
     "normalize_batch",
-    "prepare_chw",
     "prepare_image",
+    "prepare_image_from_chw",
     "to_rgb_uint8",
     "working_size",
 ]
@@ -76,32 +77,31 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def working_size(
-    variant: Variant | None, height: int, width: int, resolution: tuple[int, int] | None = None
-) -> tuple[int, int]:
-    """(height, width) the network sees for an image of this size.
+def working_size(variant: Variant | None, height: int, width: int, size: Size | None = None) -> Size:
+    """The size the network sees for an image of this size.
 
-    `resolution` (width, height) overrides the variant's; dynamic variants keep the native size
-    rounded to a multiple of 32, scaled down first if its longest side exceeds DYNAMIC_MAX_SIDE.
+    `size` overrides the variant's; dynamic variants keep the native size rounded to a multiple
+    of 32, scaled down first if its longest side exceeds DYNAMIC_MAX_SIDE.
     """
-    size = resolution or (variant.size if variant else None)
-    if size is not None:
-        w, h = size
-        if w % 32 or h % 32:
-            raise ValueError(f"working resolution {w}x{h} must be a multiple of 32 on both sides")
-        return h, w
+    fixed = size or (variant.size if variant else None)
+    if fixed is not None:
+        if fixed.height % 32 or fixed.width % 32:
+            raise ValueError(
+                f"working resolution {fixed.width}x{fixed.height} must be a multiple of 32 on both sides"
+            )
+        return Size(*fixed)
     scale = min(1.0, DYNAMIC_MAX_SIDE / max(height, width))
-    return (max(32, int(height * scale / 32 + 0.5) * 32), max(32, int(width * scale / 32 + 0.5) * 32))
+    return Size(max(32, int(height * scale / 32 + 0.5) * 32), max(32, int(width * scale / 32 + 0.5) * 32))
 
 
-def prepare_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize an H x W x 3 uint8 image to `size` (height, width), bilinear with antialiasing like PIL."""
+def prepare_image(rgb: np.ndarray, size: Size) -> np.ndarray:
+    """Resize an H x W x 3 uint8 image to `size`, bilinear with antialiasing like PIL."""
     if rgb.shape[:2] == tuple(size):
         return rgb
     # Decoders hand out read-only buffers; resizing never writes, but torch wants a writable one.
-    tensor = torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy()).permute(2, 0, 1)
-    resized = TF.resize(tensor, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-    return resized.permute(1, 2, 0).contiguous().numpy()
+    return prepare_image_from_chw(
+        torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy()).permute(2, 0, 1), size
+    )
 
 
 def decode_jpeg_rgb(data: bytes) -> torch.Tensor:
@@ -120,8 +120,8 @@ def decode_jpeg_rgb(data: bytes) -> torch.Tensor:
         return decode_jpeg(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True)
 
 
-def prepare_chw(image: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """3 x H x W uint8 tensor -> `size` (height, width) x 3 uint8 array, resized like `prepare_image`."""
+def prepare_image_from_chw(image: torch.Tensor, size: Size) -> np.ndarray:
+    """`prepare_image` for a 3 x H x W uint8 tensor (as decoders return): `size` x 3 uint8 array."""
     if tuple(image.shape[1:]) != tuple(size):
         image = TF.resize(image, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     return image.permute(1, 2, 0).contiguous().numpy()

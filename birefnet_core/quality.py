@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from .quantization import quantize_probabilities
+
 __all__ = ["MaskQuality", "mask_histogram", "mask_quality", "quality_from_histogram"]
 
 #: A mask with less (more) than this fraction of foreground pixels is flagged empty (full).
@@ -41,7 +43,7 @@ def mask_histogram(mask: np.ndarray) -> np.ndarray:
     byte to a 64-bit index first.
     """
     if mask.dtype != np.uint8:
-        mask = np.rint(np.clip(mask, 0.0, 1.0) * 255.0).astype(np.uint8)
+        mask = quantize_probabilities(mask)
     flat = mask.ravel()
     counts = np.zeros(256, np.int64)
     for start in range(0, flat.size, _HISTOGRAM_SLICE):

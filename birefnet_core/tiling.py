@@ -4,18 +4,19 @@ A satellite scene of tens of thousands of pixels a side cannot go through the ne
 piece, and shrinking it to the working size throws away the detail the mask needs. Instead the
 image is cut into overlapping tiles of the working size (`plan_tiles`), each tile is predicted,
 and the tile predictions are blended with weights that fall towards the tile edges
-(`blend_window`, `TileAccumulator`), because a network is least reliable where its input was
-cut: it cannot see across the cut. Edges lying on the image border are not cuts, so they keep
-full weight. `predict_tiled` wires these together; an optional coarse pass over the whole image
-(`context_size`) gives back the global context that tiles lose.
+(`blend_weights`, `blend_tiles`), because a network is least reliable where its input was cut:
+it cannot see across the cut. Edges lying on the image border are not cuts, so they keep full
+weight. `predict_tiled` wires these together; an optional coarse pass over the whole image
+(`TilingOptions.context_size`) gives back the global context that tiles lose.
 
 Everything here works on pixel windows of in-memory arrays; reading scenes window by window,
-CRS and affine maths belong to `connectors/`.
+CRS and affine maths belong to `connectors/`, and the scene path's chunk stages reuse
+`plan_tiles` and `blend_tiles` so that chunked and in-memory tiling cannot drift apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .preprocessing import normalize_batch, prepare_image
+from .size import Size
 from .variants import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -30,12 +32,13 @@ __all__ = [
     "Tile",
     "TileAccumulator",
     "TiledPrediction",
-    "blend_window",
+    "TilingOptions",
+    "blend_tiles",
+    "blend_weights",
     "count_tiles",
     "plan_tiles",
     "predict_tiled",
-    "predict_tiled_with_stats",
-    "tile_window",
+    "tile_weights",
 ]
 
 #: Normalised B x 3 x h x w float32 batch -> B x 1 x h x w probabilities (tensor or array).
@@ -65,13 +68,42 @@ class Tile:
         return slice(self.y0, self.y1), slice(self.x0, self.x1)
 
 
-def _check_plan_args(height: int, width: int, tile_size: int, overlap: int) -> None:
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image size must be positive, got {height} x {width}")
+def _check_tile_args(tile_size: int, overlap: int) -> None:
     if tile_size <= 0:
         raise ValueError(f"tile_size must be positive, got {tile_size}")
     if not 0 <= overlap < tile_size:
         raise ValueError(f"overlap must satisfy 0 <= overlap < tile_size ({tile_size}), got {overlap}")
+
+
+@dataclass(frozen=True)
+class TilingOptions:
+    """How `predict_tiled` cuts, batches and fuses; checked once, when made.
+
+    `tile_size` is the side of the square tiles, `overlap` the pixels neighbouring tiles share,
+    `batch_size` the tiles per call of the network; `context_size` and `context_weight` set the
+    optional coarse pass (see `predict_tiled`).
+    """
+
+    tile_size: int
+    overlap: int
+    batch_size: int
+    context_size: int | None = None
+    context_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_tile_args(self.tile_size, self.overlap)
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.context_size is not None and self.context_size <= 0:
+            raise ValueError(f"context_size must be positive, got {self.context_size}")
+        if not 0.0 <= self.context_weight <= 1.0:
+            raise ValueError(f"context_weight must be in [0, 1], got {self.context_weight}")
+
+
+def _check_plan_args(height: int, width: int, tile_size: int, overlap: int) -> None:
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {height} x {width}")
+    _check_tile_args(tile_size, overlap)
 
 
 def _axis_count(n: int, tile_size: int, overlap: int) -> int:
@@ -131,7 +163,7 @@ def _edge_profile(n: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.
     return profile
 
 
-def blend_window(
+def blend_weights(
     height: int,
     width: int,
     overlap: int,
@@ -151,7 +183,7 @@ def blend_window(
     covering a border pixel must be trusted fully there.
     """
     if height <= 0 or width <= 0:
-        raise ValueError(f"window size must be positive, got {height} x {width}")
+        raise ValueError(f"tile size must be positive, got {height} x {width}")
     if overlap < 0:
         raise ValueError(f"overlap must be >= 0, got {overlap}")
     rows = _edge_profile(height, overlap, top, bottom)
@@ -159,9 +191,9 @@ def blend_window(
     return np.outer(rows, cols).astype(np.float32)
 
 
-def tile_window(tile: Tile, height: int, width: int, overlap: int) -> np.ndarray:
-    """`blend_window` for a tile of a height x width image: ramps only on edges inside the image."""
-    return blend_window(
+def tile_weights(tile: Tile, height: int, width: int, overlap: int) -> np.ndarray:
+    """`blend_weights` for a tile of a height x width image: ramps only on edges inside the image."""
+    return blend_weights(
         tile.height,
         tile.width,
         overlap,
@@ -175,22 +207,21 @@ def tile_window(tile: Tile, height: int, width: int, overlap: int) -> np.ndarray
 class TileAccumulator:
     """Blends tile predictions into one map: p = sum_t(w_t * p_t) / sum_t(w_t), per pixel.
 
-    Holds two float32 H x W buffers (weighted sum, sum of weights), plus a third when
-    `track_seams` is set. That third buffer keeps, for each pixel, the prediction of the first
-    tile that covered it; every later tile covering the pixel adds |p_later - p_first| to a
-    running sum and 1 to a count. `seam_disagreement` is their ratio: how much tiles disagree
-    where they overlap, before blending hides it. Where k tiles meet, this counts the k - 1 pairs
-    that involve the first tile rather than all k * (k - 1) / 2 pairs, which keeps memory at one
-    buffer whatever k is.
+    Holds three float32 H x W buffers: weighted sum, sum of weights, and for each pixel the
+    prediction of the first tile that covered it. Every later tile covering the pixel adds
+    |p_later - p_first| to a running sum and 1 to a count; `seam_disagreement` is their ratio:
+    how much tiles disagree where they overlap, before blending hides it. Where k tiles meet,
+    this counts the k - 1 pairs that involve the first tile rather than all k * (k - 1) / 2
+    pairs, which keeps memory at one buffer whatever k is.
     """
 
-    def __init__(self, height: int, width: int, *, track_seams: bool = True) -> None:
+    def __init__(self, height: int, width: int) -> None:
         if height <= 0 or width <= 0:
             raise ValueError(f"image size must be positive, got {height} x {width}")
         self.height, self.width = height, width
         self._sum = np.zeros((height, width), dtype=np.float32)
         self._weight = np.zeros((height, width), dtype=np.float32)
-        self._first = np.zeros((height, width), dtype=np.float32) if track_seams else None
+        self._first = np.zeros((height, width), dtype=np.float32)
         self._seam_sum = 0.0
         self._seam_count = 0
 
@@ -207,12 +238,11 @@ class TileAccumulator:
             # A zero weight would also hide from the seam tracking that the pixel was covered.
             raise ValueError("blending weights must be > 0")
         window = tile.slices
-        if self._first is not None:
-            seen = self._weight[window] > 0
-            first = self._first[window]
-            self._seam_sum += float(np.abs(probs[seen] - first[seen]).sum(dtype=np.float64))
-            self._seam_count += int(seen.sum())
-            np.copyto(first, probs, where=~seen)
+        seen = self._weight[window] > 0
+        first = self._first[window]
+        self._seam_sum += float(np.abs(probs[seen] - first[seen]).sum(dtype=np.float64))
+        self._seam_count += int(seen.sum())
+        np.copyto(first, probs, where=~seen)
         self._sum[window] += weights * probs
         self._weight[window] += weights
 
@@ -224,14 +254,26 @@ class TileAccumulator:
 
     def seam_totals(self) -> tuple[float, int]:
         """(sum of |p_a - p_b|, number of pairs), for combining scores of several accumulators."""
-        if self._first is None:
-            raise RuntimeError("this accumulator was created with track_seams=False")
         return self._seam_sum, self._seam_count
 
     def seam_disagreement(self) -> float:
         """Mean |p_a - p_b| over overlapping tile pairs (see the class docstring); 0.0 without overlap."""
         total, pairs = self.seam_totals()
         return total / pairs if pairs else 0.0
+
+
+def blend_tiles(
+    height: int, width: int, overlap: int, predictions: Iterable[tuple[Tile, np.ndarray]]
+) -> TileAccumulator:
+    """Blend (tile, probabilities) pairs of a height x width image, each weighted by `tile_weights`.
+
+    Returns the accumulator, which holds the blended map and the seam score. `predictions` is
+    consumed lazily, so tiles can be predicted batch by batch while they are blended.
+    """
+    accumulator = TileAccumulator(height, width)
+    for tile, probs in predictions:
+        accumulator.add(tile, probs, tile_weights(tile, height, width, overlap))
+    return accumulator
 
 
 @dataclass(frozen=True)
@@ -275,124 +317,66 @@ def _fuse_context(tiles: np.ndarray, coarse: np.ndarray, context_weight: float) 
     return tiles
 
 
-def _predict(
+def _tile_predictions(
     image: np.ndarray,
+    plan: list[Tile],
     predict_fn: PredictFn,
-    tile_size: int,
-    overlap: int,
     batch_size: int,
     mean: Sequence[float],
     std: Sequence[float],
-    context_size: int | None,
-    context_weight: float,
     device: torch.device | str,
-    track_seams: bool,
-) -> tuple[np.ndarray, int, TileAccumulator]:
+) -> Iterator[tuple[Tile, np.ndarray]]:
+    """Each tile of `plan` with its probabilities, predicted `batch_size` tiles at a time."""
+    for start in range(0, len(plan), batch_size):
+        chunk = plan[start : start + batch_size]
+        probs = _predict_batch(predict_fn, np.stack([image[t.slices] for t in chunk]), mean, std, device)
+        yield from zip(chunk, probs, strict=True)
+
+
+def predict_tiled(
+    image: np.ndarray,
+    predict_fn: PredictFn,
+    options: TilingOptions,
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    device: torch.device | str = "cpu",
+) -> TiledPrediction:
+    """(H, W, 3) uint8 image -> (H, W) float32 probabilities, predicted tile by tile and blended.
+
+    Tiles follow `plan_tiles`; each batch of up to `options.batch_size` tiles is sent to
+    `device` as uint8, normalised there with `normalize_batch` and passed to `predict_fn` under
+    `torch.inference_mode()`. All tiles share one shape, so any batch is rectangular. The result
+    matches an untiled prediction wherever the network's receptive field around a pixel fits in
+    some tile, provided the overlap is at least twice the receptive radius: a tile's prediction
+    is then exact wherever its neighbour's weight is not tiny. The tile count and the seam score
+    (see `TileAccumulator`) come with it.
+
+    Tiles alone lose global context: an object larger than a tile is seen in parts, and each
+    part may look like background to the network. With `options.context_size`, the whole image
+    is first resized to context_size x context_size (bilinear, antialiased, as `prepare_image`
+    does for untiled inputs), predicted once, and the coarse map upsampled to H x W. It is fused
+    where the tiles are unsure: p = (1 - w) * p_tiles + w * p_coarse, w = context_weight * (1 - c),
+    with c = |2 * p_tiles - 1| the tiles' own confidence. A confident tile pixel (p near 0 or 1)
+    keeps its sharp value; one near 0.5 leans on the global view by up to `context_weight`.
+    """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be H x W x 3 uint8, got {image.shape} {image.dtype}")
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if context_size is not None and context_size <= 0:
-        raise ValueError(f"context_size must be positive, got {context_size}")
-    if not 0.0 <= context_weight <= 1.0:
-        raise ValueError(f"context_weight must be in [0, 1], got {context_weight}")
     height, width = image.shape[:2]
-    plan = plan_tiles(height, width, tile_size, overlap)
+    plan = plan_tiles(height, width, options.tile_size, options.overlap)
 
     coarse = None
-    if context_size is not None:
-        small = np.stack([prepare_image(image, (context_size, context_size))])
+    if options.context_size is not None:
+        small = np.stack([prepare_image(image, Size(options.context_size, options.context_size))])
         coarse_map = torch.from_numpy(_predict_batch(predict_fn, small, mean, std, device))[None]
         # antialias only widens the kernel on an axis that shrinks; enlarging stays plain bilinear.
         coarse = F.interpolate(coarse_map, size=(height, width), mode="bilinear", antialias=True)[
             0, 0
         ].numpy()
 
-    accumulator = TileAccumulator(height, width, track_seams=track_seams)
-    for start in range(0, len(plan), batch_size):
-        chunk = plan[start : start + batch_size]
-        probs = _predict_batch(predict_fn, np.stack([image[t.slices] for t in chunk]), mean, std, device)
-        for tile, tile_probs in zip(chunk, probs, strict=True):
-            accumulator.add(tile, tile_probs, tile_window(tile, height, width, overlap))
-
-    result = accumulator.result()
+    predictions = _tile_predictions(image, plan, predict_fn, options.batch_size, mean, std, device)
+    accumulator = blend_tiles(height, width, options.overlap, predictions)
+    probabilities = accumulator.result()
     if coarse is not None:
-        result = _fuse_context(result, coarse, context_weight)
-    return result, len(plan), accumulator
-
-
-def predict_tiled_with_stats(
-    image: np.ndarray,
-    predict_fn: PredictFn,
-    tile_size: int,
-    overlap: int,
-    batch_size: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    context_size: int | None = None,
-    context_weight: float = 0.5,
-    device: torch.device | str = "cpu",
-) -> TiledPrediction:
-    """`predict_tiled`, also returning the tile count and the seam-disagreement score.
-
-    The seam score costs one more float32 H x W buffer; see `TileAccumulator`.
-    """
-    probs, tile_count, accumulator = _predict(
-        image,
-        predict_fn,
-        tile_size,
-        overlap,
-        batch_size,
-        mean,
-        std,
-        context_size,
-        context_weight,
-        device,
-        True,
-    )
-    return TiledPrediction(probs, tile_count, accumulator.seam_disagreement())
-
-
-def predict_tiled(
-    image: np.ndarray,
-    predict_fn: PredictFn,
-    tile_size: int,
-    overlap: int,
-    batch_size: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    context_size: int | None = None,
-    context_weight: float = 0.5,
-    device: torch.device | str = "cpu",
-) -> np.ndarray:
-    """(H, W, 3) uint8 image -> (H, W) float32 probabilities, predicted tile by tile and blended.
-
-    Tiles follow `plan_tiles`; each batch of up to `batch_size` tiles is sent to `device` as
-    uint8, normalised there with `normalize_batch` and passed to `predict_fn` under
-    `torch.inference_mode()`. All tiles share one shape, so any batch is rectangular. The result
-    matches an untiled prediction wherever the network's receptive field around a pixel fits in
-    some tile, provided the overlap is at least twice the receptive radius: a tile's prediction
-    is then exact wherever its neighbour's weight is not tiny.
-
-    Tiles alone lose global context: an object larger than a tile is seen in parts, and each
-    part may look like background to the network. With `context_size`, the whole image is first
-    resized to context_size x context_size (bilinear, antialiased, as `prepare_image` does for
-    untiled inputs), predicted once, and the coarse map upsampled to H x W. It is fused where
-    the tiles are unsure: p = (1 - w) * p_tiles + w * p_coarse, w = context_weight * (1 - c),
-    with c = |2 * p_tiles - 1| the tiles' own confidence. A confident tile pixel (p near 0 or 1)
-    keeps its sharp value; one near 0.5 leans on the global view by up to `context_weight`.
-    """
-    probs, _, _ = _predict(
-        image,
-        predict_fn,
-        tile_size,
-        overlap,
-        batch_size,
-        mean,
-        std,
-        context_size,
-        context_weight,
-        device,
-        False,
-    )
-    return probs
+        probabilities = _fuse_context(probabilities, coarse, options.context_weight)
+    return TiledPrediction(probabilities, len(plan), accumulator.seam_disagreement())

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .size import Size
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "VARIANTS", "Variant", "get_variant"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -22,8 +24,8 @@ class Variant:
 
     name: str
     backbone: str
-    #: (width, height) the model was trained at; None means "native size rounded to /32".
-    size: tuple[int, int] | None
+    #: (height, width) the model was trained at; None means "native size rounded to /32".
+    size: Size | None
     hf_repo: str
     release_file: str
     hf_file: str = "model.safetensors"
@@ -41,33 +43,35 @@ class Variant:
         return self.size is None
 
 
-def _v(name: str, backbone: str, size: tuple[int, int] | None, repo: str, release: str) -> Variant:
+def _v(name: str, backbone: str, size: Size | None, repo: str, release: str) -> Variant:
     return Variant(name=name, backbone=backbone, size=size, hf_repo=repo, release_file=release)
 
 
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
-        _v("general", "swin_v1_l", (1024, 1024), "ZhengPeng7/BiRefNet", "BiRefNet-general-epoch_244.pth"),
+        _v("general", "swin_v1_l", Size(1024, 1024), "ZhengPeng7/BiRefNet", "BiRefNet-general-epoch_244.pth"),
         _v(
             "lite",
             "swin_v1_t",
-            (1024, 1024),
+            Size(1024, 1024),
             "ZhengPeng7/BiRefNet_lite",
             "BiRefNet-general-bb_swin_v1_tiny-epoch_232.pth",
         ),
         _v(
             "lite-2k",
             "swin_v1_t",
-            (2560, 1440),
+            Size(height=1440, width=2560),
             "ZhengPeng7/BiRefNet_lite-2K",
             "BiRefNet_lite-general-2K-epoch_232.pth",
         ),
-        _v("hr", "swin_v1_l", (2048, 2048), "ZhengPeng7/BiRefNet_HR", "BiRefNet_HR-general-epoch_130.pth"),
+        _v(
+            "hr", "swin_v1_l", Size(2048, 2048), "ZhengPeng7/BiRefNet_HR", "BiRefNet_HR-general-epoch_130.pth"
+        ),
         _v(
             "hr-matting",
             "swin_v1_l",
-            (2048, 2048),
+            Size(2048, 2048),
             "ZhengPeng7/BiRefNet_HR-matting",
             "BiRefNet_HR-matting-epoch_135.pth",
         ),
@@ -81,30 +85,30 @@ VARIANTS: dict[str, Variant] = {
         _v(
             "matting",
             "swin_v1_l",
-            (1024, 1024),
+            Size(1024, 1024),
             "ZhengPeng7/BiRefNet-matting",
             "BiRefNet-matting-epoch_100.pth",
         ),
         _v(
             "portrait",
             "swin_v1_l",
-            (1024, 1024),
+            Size(1024, 1024),
             "ZhengPeng7/BiRefNet-portrait",
             "BiRefNet-portrait-epoch_150.pth",
         ),
-        _v("dis", "swin_v1_l", (1024, 1024), "ZhengPeng7/BiRefNet-DIS5K", "BiRefNet-DIS-epoch_590.pth"),
-        _v("cod", "swin_v1_l", (1024, 1024), "ZhengPeng7/BiRefNet-COD", "BiRefNet-COD-epoch_125.pth"),
+        _v("dis", "swin_v1_l", Size(1024, 1024), "ZhengPeng7/BiRefNet-DIS5K", "BiRefNet-DIS-epoch_590.pth"),
+        _v("cod", "swin_v1_l", Size(1024, 1024), "ZhengPeng7/BiRefNet-COD", "BiRefNet-COD-epoch_125.pth"),
         _v(
             "hrsod",
             "swin_v1_l",
-            (1024, 1024),
+            Size(1024, 1024),
             "ZhengPeng7/BiRefNet-HRSOD",
             "BiRefNet-HRSOD_DHU-epoch_115.pth",
         ),
         _v(
             "massive",
             "swin_v1_l",
-            (1024, 1024),
+            Size(1024, 1024),
             "ZhengPeng7/BiRefNet-DIS5K-TR_TEs",
             "BiRefNet-massive-TR_DIS5K_TR_TEs-epoch_420.pth",
         ),

@@ -81,7 +81,7 @@ def _infer(ds: ray.data.Dataset, rt: Runtime) -> ray.data.Dataset:
         fn_constructor_kwargs={
             "weights": config.weights_source,
             "variant": config.variant,
-            "resolution": config.resolution,
+            "size": config.working_size,
             "device": rt.device,
             "dtype": rt.dtype,
             "s3": config.s3,
@@ -113,7 +113,9 @@ def image_pipeline(sources: ray.data.Dataset, rt: Runtime) -> ray.data.Dataset:
     read = ReadStage(config.s3, rt.done, rt.on_skipped)
     ds = sources.map_batches(read, batch_size=4, num_cpus=CPU_TASK_CPUS, **STAGE_OPTIONS)
     ds = ds.map_batches(
-        PrepareStage(config.variant, config.resolution, "cutout" in config.outputs, config.max_image_pixels),
+        PrepareStage(
+            config.variant, config.working_size, "cutout" in config.outputs, config.max_image_pixels
+        ),
         batch_size=config.batch_size,
         num_cpus=CPU_TASK_CPUS,
         **STAGE_OPTIONS,
@@ -124,7 +126,7 @@ def image_pipeline(sources: ray.data.Dataset, rt: Runtime) -> ray.data.Dataset:
         config.outputs,
         config.refine_foreground,
         config.s3,
-        run_ref(rt.run_id, config.variant, config.resolution),
+        run_ref(rt.run_id, config.variant, config.working_size),
     )
     return ds.map_batches(
         finish, batch_size=max(config.batch_size, 16), num_cpus=CPU_TASK_CPUS, **STAGE_OPTIONS

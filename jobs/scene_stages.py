@@ -13,14 +13,16 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from birefnet_core.quality import mask_histogram, quality_from_histogram
+from birefnet_core.quantization import dequantize_probabilities, quantize_probabilities
 from birefnet_core.runtime import set_cpu_threads
-from birefnet_core.tiling import Tile, TileAccumulator, plan_tiles, tile_window
+from birefnet_core.tiling import Tile, blend_tiles, plan_tiles
 from connectors.layout import OutputLayout, collision_message
 from connectors.listing import Source, item_id, output_name
 from connectors.manifest import InputRef, ManifestRow, RunRef
@@ -219,6 +221,13 @@ class ChunkTileStage:
         return column_batch(rows, TILE_KEYS)
 
 
+def _tile_probabilities(row: dict[str, Any]) -> Iterator[tuple[Tile, np.ndarray]]:
+    """A chunk row's tiles with their probabilities, cut back from the padded uint8 tiles."""
+    for (y0, x0, y1, x1), levels in zip(row["tiles"], row["probs"], strict=True):
+        tile = Tile(int(y0), int(x0), int(y1), int(x1))
+        yield tile, dequantize_probabilities(levels[: tile.height, : tile.width])
+
+
 class ChunkBlendStage:
     """CPU: blend a chunk's tile probabilities, keep its core, carry nodata, stage it."""
 
@@ -231,18 +240,9 @@ class ChunkBlendStage:
     def _blend(self, row: dict[str, Any]) -> dict[str, Any]:
         chunk = _chunk_of(row["chunk"])
         valid = row["valid"]
-        height, width = valid.shape
-        accumulator = TileAccumulator(height, width)
-        for (y0, x0, y1, x1), probs in zip(row["tiles"], row["probs"], strict=True):
-            tile = Tile(int(y0), int(x0), int(y1), int(x1))
-            weights = tile_window(tile, height, width, self.overlap)
-            accumulator.add(tile, probs[: tile.height, : tile.width].astype(np.float32) / 255.0, weights)
+        accumulator = blend_tiles(*valid.shape, self.overlap, _tile_probabilities(row))
         y0, x0, y1, x1 = chunk.core_in_read
-        core = accumulator.result()[y0:y1, x0:x1]
-        if self.threshold is not None:
-            mask = np.where(core >= self.threshold, 255, 0).astype(np.uint8)
-        else:
-            mask = np.rint(core * 255.0).astype(np.uint8)
+        mask = quantize_probabilities(accumulator.result()[y0:y1, x0:x1], self.threshold)
         core_valid = valid[y0:y1, x0:x1]
         mask = encode_nodata(mask, core_valid)
         write_chunk(join_uri(self.staging_root, row["scene_id"]), chunk, mask, self.s3)

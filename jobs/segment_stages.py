@@ -19,16 +19,17 @@ import numpy as np
 from birefnet_core.cutout import make_cutout
 from birefnet_core.postprocessing import resize_mask
 from birefnet_core.precision import dtype_name
-from birefnet_core.predictor import Predictor
+from birefnet_core.predictor import Predictor, group_by_shape
 from birefnet_core.preprocessing import (
     decode_jpeg_rgb,
-    prepare_chw,
     prepare_image,
+    prepare_image_from_chw,
     to_rgb_uint8,
     working_size,
 )
 from birefnet_core.quality import mask_quality
 from birefnet_core.runtime import set_cpu_threads
+from birefnet_core.size import Size
 from birefnet_core.variants import get_variant
 from birefnet_core.weights import load_model
 from connectors.images import decode_image, encode_mask_png, encode_png, read_header
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 
 RECORD_KEYS = ("id", "uri", "relative_path", "name", "version", "size", "data", "error")
 PREPARED_KEYS = (*RECORD_KEYS, "pixels", "height", "width", "decode_seconds")
-MODEL_KEYS = ("weights", "weights_source", "dtype")
+MODEL_KEYS = ("weights_sha256", "weights_source", "dtype")
 INFERRED_KEYS = (*RECORD_KEYS, "probs", "height", "width", "decode_seconds", "infer_seconds", *MODEL_KEYS)
 # Ray Data turns all-None object columns into float NaN, so "absent" is spelled with empty values.
 _EMPTY_PIXELS = np.zeros((0, 0, 3), np.uint8)
@@ -105,11 +106,9 @@ class ReadStage:
 class PrepareStage:
     """Decode, orient and resize to the working size on CPU; drops the bytes unless cut-outs need them."""
 
-    def __init__(
-        self, variant: str, resolution: tuple[int, int] | None, keep_bytes: bool, max_pixels: int
-    ) -> None:
+    def __init__(self, variant: str, size: Size | None, keep_bytes: bool, max_pixels: int) -> None:
         self.variant = get_variant(variant)
-        self.resolution = resolution
+        self.size = size
         self.keep_bytes = keep_bytes
         self.max_pixels = max_pixels
 
@@ -124,10 +123,10 @@ class PrepareStage:
                 log.debug("%s: torchvision could not decode it; using Pillow", uri)
             else:
                 height, width = image.shape[1:]
-                size = working_size(self.variant, height, width, self.resolution)
-                return {"pixels": prepare_chw(image, size), "height": height, "width": width}
+                size = working_size(self.variant, height, width, self.size)
+                return {"pixels": prepare_image_from_chw(image, size), "height": height, "width": width}
         rgb = to_rgb_uint8(decode_image(data, uri, self.max_pixels))
-        size = working_size(self.variant, *rgb.shape[:2], self.resolution)
+        size = working_size(self.variant, *rgb.shape[:2], self.size)
         return {"pixels": prepare_image(rgb, size), "height": rgb.shape[0], "width": rgb.shape[1]}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -157,7 +156,7 @@ class InferenceStage:
         self,
         weights: str,
         variant: str,
-        resolution: tuple[int, int] | None,
+        size: Size | None,
         device: str,
         dtype: str,
         s3: S3Options,
@@ -175,7 +174,7 @@ class InferenceStage:
         )
         self.predictor = Predictor(
             model,
-            resolution=resolution,
+            size=size,
             device=device,
             dtype=dtype,
             compile=compile,
@@ -183,42 +182,32 @@ class InferenceStage:
         )
         self.batch_size = batch_size
         self.identity = {
-            "weights": model.weights.sha256,
+            "weights_sha256": model.weights.sha256,
             "weights_source": model.weights.source,
             "dtype": dtype_name(self.predictor.dtype),
         }
 
-    def _infer(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 probabilities for N x h x w x 3 pixels, in batches of at most `batch_size`."""
-        parts = [
-            self.predictor.infer(pixels[start : start + self.batch_size], quantize=True)
-            for start in range(0, len(pixels), self.batch_size)
-        ]
-        return np.concatenate(parts)
+    def _infer(self, pixels: list[np.ndarray]) -> list[np.ndarray]:
+        """uint8 probabilities, one array per entry: N x h x w for a chunk's N x h x w x 3 tiles,
+        h x w for each of a group of same-size images (stacked into batches together)."""
+        if pixels[0].ndim == 4:
+            return [self.predictor.infer_batches(tiles, self.batch_size, quantize=True) for tiles in pixels]
+        return list(self.predictor.infer_batches(np.stack(pixels), self.batch_size, quantize=True))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Rows hold one image (h x w x 3) or a chunk's tiles (N x h x w x 3); images of one
         size are batched together, a chunk's tiles among themselves."""
         rows = list(rows_of(batch))
-        # Each work item is a list of row indices and a function giving one output per index.
-        images_by_size: dict[tuple[int, ...], list[int]] = {}
-        work: list[tuple[list[int], Callable[[], list[np.ndarray]]]] = []
-        for i, row in enumerate(rows):
+        for row in rows:
             row.update(probs=_EMPTY_PROBS, infer_seconds=0.0, **self.identity)
-            if row["error"]:
-                continue
-            if row["pixels"].ndim == 4:  # a scene chunk's tiles
-                work.append(([i], lambda px=row["pixels"]: [self._infer(px)]))
-            else:
-                images_by_size.setdefault(row["pixels"].shape, []).append(i)
-        for indices in images_by_size.values():
-            work.append(
-                (indices, lambda ix=indices: list(self._infer(np.stack([rows[i]["pixels"] for i in ix]))))
-            )
-        for indices, infer in work:
+        pending = [i for i, row in enumerate(rows) if not row["error"]]
+        chunks = [[i] for i in pending if rows[i]["pixels"].ndim == 4]
+        images = [i for i in pending if rows[i]["pixels"].ndim != 4]
+        groups = [[images[j] for j in group] for group in group_by_shape([rows[i]["pixels"] for i in images])]
+        for indices in chunks + groups:
             started = time.perf_counter()
             try:
-                outputs = infer()
+                outputs = self._infer([rows[i]["pixels"] for i in indices])
             except StorageUnavailableError:
                 raise  # the store, not this input: the job stops and a re-run resumes
             except Exception as exc:
@@ -250,7 +239,7 @@ class FinishStage:
     def _write_outputs(self, row: dict[str, Any]) -> dict[str, Any]:
         small = row["probs"]
         written: dict[str, Any] = {**mask_quality(small).as_dict(), "tile_count": 1, "chunk_count": 1}
-        mask = resize_mask(small, (row["height"], row["width"]))
+        mask = resize_mask(small, Size(row["height"], row["width"]))
         if "mask" in self.outputs:
             uri = self.layout.mask(row["name"])
             write_bytes_atomic(uri, encode_mask_png(mask), self.s3)
@@ -304,9 +293,7 @@ def status_columns(rows: list[ManifestRow]) -> dict[str, np.ndarray]:
     )
 
 
-def run_ref(run_id: str, variant: str, resolution: tuple[int, int] | None) -> RunRef:
-    """What every image row of a run shares."""
-    if resolution is None:
-        size = get_variant(variant).size
-        resolution = size if size else None
-    return RunRef(run_id, variant, f"{resolution[0]}x{resolution[1]}" if resolution else "dynamic")
+def run_ref(run_id: str, variant: str, size: Size | None) -> RunRef:
+    """What every image row of a run shares; the manifest spells the working size WIDTHxHEIGHT."""
+    size = size or get_variant(variant).size
+    return RunRef(run_id, variant, f"{size.width}x{size.height}" if size else "dynamic")
