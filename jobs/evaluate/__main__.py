@@ -1,0 +1,5 @@
+"""``python -m jobs.evaluate``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""``python -m jobs.report``."""
+
+from .cli import main
+
+raise SystemExit(main())
