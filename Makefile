@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m jobs.demo
+	$(BIN)/birefnet demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,38 +1,36 @@
 """Configuration of the segmentation job: one validated pydantic model.
 
-Loaded from a YAML/JSON file (`--config`) with command-line flags on top; every error names the
-field. The resolved config is written beside the outputs so a run can be repeated exactly.
+Loaded from a YAML/JSON file (`--config`) with command-line flags on top (`jobs.cli`); every
+error names the option. The resolved config is written beside the outputs so a run can be
+repeated exactly.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from birefnet_core.size import Size
 from birefnet_core.variants import VARIANTS
-from connectors.storage import LOCAL_SCHEMES, S3Options, uri_scheme
+from connectors.storage import LOCAL_SCHEMES, uri_scheme
 
-__all__ = ["ConfigError", "SegmentConfig", "parse_args"]
+from .shared_options import RayOptions, StorageOptions
+
+__all__ = ["SegmentConfig"]
 
 OutputKind = Literal["mask", "cutout"]
 
 
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the field and the problem."""
-
-
-class SegmentConfig(BaseModel):
+class SegmentConfig(StorageOptions, RayOptions):
     """Everything a segmentation run needs; see README for the meaning of each field."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    version: Literal[1] = Field(1, description="Config schema version.")
+    version: Literal[1] = Field(
+        1, description="Config schema version.", json_schema_extra={"file_only": True}
+    )
     input: str = Field(
         ...,
         description="Local folder, s3://bucket/prefix, a .txt/.parquet list of URIs, or a folder of .tar shards.",
@@ -101,16 +99,6 @@ class SegmentConfig(BaseModel):
         ge=1,
         description="Non-georeferenced TIFFs above this many pixels take the tiled scene path (GeoTIFFs always do).",
     )
-    s3_endpoint_url: str | None = Field(
-        None, description="S3-compatible endpoint; credentials come from the standard AWS chain."
-    )
-    s3_region: str | None = Field(None, description="S3 region for request signing.")
-    s3_retry_seconds: float = Field(
-        120.0,
-        ge=0,
-        description="How long transient S3 faults (refused connections, timeouts, 5xx, throttling) are "
-        "retried before the job stops with exit code 2.",
-    )
     max_failure_fraction: float = Field(
         0.01, ge=0, le=1, description="Exit non-zero when more inputs than this fail."
     )
@@ -119,9 +107,6 @@ class SegmentConfig(BaseModel):
     )
     skip_existing: bool = Field(
         True, description="Skip inputs whose unchanged source already has an ok row in the manifest."
-    )
-    ray_address: str | None = Field(
-        None, description="Ray cluster address; default: RAY_ADDRESS, else an embedded local Ray."
     )
     object_store_memory: int | None = Field(
         None, ge=78_643_200, description="Object store bytes for an embedded local Ray."
@@ -252,6 +237,11 @@ class SegmentConfig(BaseModel):
         return self
 
     @property
+    def working_size(self) -> Size | None:
+        """`resolution` (WIDTHxHEIGHT, as people write it) as the (height, width) birefnet_core uses."""
+        return Size(height=self.resolution[1], width=self.resolution[0]) if self.resolution else None
+
+    @property
     def scene_tile_size(self) -> int:
         if self.tile_size is not None:
             return self.tile_size
@@ -266,93 +256,9 @@ class SegmentConfig(BaseModel):
     def weights_source(self) -> str:
         return self.weights or self.variant
 
-    @property
-    def s3(self) -> S3Options:
-        return S3Options(
-            endpoint_url=self.s3_endpoint_url, region=self.s3_region, retry_seconds=self.s3_retry_seconds
-        )
-
     def resolved_dtype(self, device: str, cpu_native_bf16: bool) -> str:
         if self.dtype != "auto":
             return self.dtype
         if device == "cuda":
             return "float16"
         return "bfloat16" if cpu_native_bf16 else "float32"
-
-
-_FLAGS: dict[str, dict[str, Any]] = {
-    "input": {},
-    "output": {},
-    "variant": {},
-    "weights": {},
-    "weights_sha256": {},
-    "resolution": {},
-    "outputs": {},
-    "refine_foreground": {"action": argparse.BooleanOptionalAction},
-    "batch_size": {"type": int},
-    "concurrency": {},
-    "num_gpus_per_actor": {"type": float},
-    "cpu_threads": {"type": int},
-    "device": {},
-    "dtype": {},
-    "compile": {"action": argparse.BooleanOptionalAction},
-    "channels_last": {"action": argparse.BooleanOptionalAction},
-    "tile_size": {"type": int},
-    "tile_overlap": {"type": int},
-    "chunk_size": {"type": int},
-    "chunk_halo": {"type": int},
-    "bands": {},
-    "band_percentiles": {},
-    "threshold": {"type": float},
-    "scene_min_pixels": {"type": int},
-    "s3_endpoint_url": {},
-    "s3_region": {},
-    "s3_retry_seconds": {"type": float},
-    "max_failure_fraction": {"type": float},
-    "max_image_pixels": {"type": int},
-    "skip_existing": {"action": argparse.BooleanOptionalAction},
-    "ray_address": {},
-    "object_store_memory": {"type": int},
-    "num_cpus": {"type": int},
-    "compact_manifest": {"action": argparse.BooleanOptionalAction},
-}
-
-
-def _load_file(path: str) -> dict[str, Any]:
-    text = Path(path).read_text()
-    data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-    return data
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        field = ".".join(str(p) for p in item["loc"] if not isinstance(p, int)) or "config"
-        lines.append(f"  {field}: {item['msg'].removeprefix('Value error, ')}")
-    return "invalid configuration:\n" + "\n".join(lines)
-
-
-def build_config(values: dict[str, Any]) -> SegmentConfig:
-    try:
-        return SegmentConfig(**values)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
-
-
-def parse_args(argv: list[str] | None = None) -> SegmentConfig:
-    """Flags override the `--config` file; unknown keys in either are errors."""
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.segment", description="Segment images with BiRefNet on Ray."
-    )
-    parser.add_argument("--config", help="YAML or JSON file with any of the settings below")
-    for name, options in _FLAGS.items():
-        field = SegmentConfig.model_fields[name]
-        parser.add_argument(
-            f"--{name.replace('_', '-')}", dest=name, default=None, help=field.description, **options
-        )
-    args = parser.parse_args(argv)
-    values = _load_file(args.config) if args.config else {}
-    values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
-    return build_config(values)

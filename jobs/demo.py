@@ -1,24 +1,45 @@
-"""`make demo`: run the segmentation job on a generated sample archive with an embedded local Ray.
+"""`make demo` / `birefnet demo`: segment a generated sample archive with an embedded local Ray.
 
-Weights: `--weights` if given, else the `lite` release from the local Hugging Face cache, else
-seeded random weights with a loud warning (the pipeline still runs end to end).
+Weights: `--weights` if given, else the `lite` release (from the Hugging Face cache, or downloaded
+with a progress bar when the hub is reachable), else seeded random weights under a loud banner
+(the pipeline still runs end to end offline).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from birefnet_core import get_variant
-from birefnet_core.weights import RANDOM_WEIGHTS, cached_variant_file
+from birefnet_core.weights import RANDOM_WEIGHTS, WeightsNotFoundError, resolve_variant_file
 from connectors.storage import write_bytes_atomic
 from connectors.synthetic import encode_image, object_scene
 
 from . import segment
+from .cli import Command
+
+__all__ = ["COMMAND", "DemoConfig", "choose_weights", "demo", "main", "make_samples"]
 
 log = logging.getLogger("jobs.demo")
 SAMPLE_SIZES = ((640, 480), (480, 640), (800, 600), (512, 512), (1024, 768), (300, 300))
+DEMO_VARIANT = "lite"
+
+
+class DemoConfig(BaseModel):
+    """What the demo reads, writes and runs with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Path = Field(Path("demo_input"), description="Folder the sample photos are generated into.")
+    output: Path = Field(Path("demo_output"), description="Folder for masks, cut-outs and the manifest.")
+    weights: str | None = Field(
+        None,
+        description=f"Variant name, path or URI of the weights; default: the {DEMO_VARIANT!r} release "
+        "(cached or downloaded), else random weights.",
+    )
+    resolution: str = Field("512", description="Working size; the release uses 1024 (slow on CPU).")
 
 
 def make_samples(folder: Path) -> None:
@@ -30,48 +51,51 @@ def make_samples(folder: Path) -> None:
 
 
 def choose_weights(requested: str | None) -> str:
+    """The weights the demo runs with: real ones whenever they can be had."""
     if requested:
         return requested
-    lite = get_variant("lite")
-    cached = cached_variant_file(lite)
-    if cached:
-        return cached
+    variant = get_variant(DEMO_VARIANT)
+    try:
+        return resolve_variant_file(variant)
+    except WeightsNotFoundError as exc:
+        reason = str(exc).split(":")[0]
     banner = "=" * 78
     log.warning(banner)
-    log.warning("No --weights and no cached 'lite' release: running with RANDOM weights.")
+    log.warning("No --weights, and %s: running with RANDOM weights.", reason)
     log.warning(
-        "The masks will be meaningless. Get real ones with `huggingface-cli download %s`", lite.hf_repo
+        "The masks will be meaningless. Get real ones with `huggingface-cli download %s`", variant.hf_repo
     )
     log.warning("or pass --weights PATH_OR_URI (for example BiRefNet_lite's model.safetensors).")
     log.warning(banner)
     return RANDOM_WEIGHTS
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input", type=Path, default=Path("demo_input"))
-    parser.add_argument("--output", type=Path, default=Path("demo_output"))
-    parser.add_argument("--weights", help="variant name, path or URI (default: cached 'lite', else random)")
-    parser.add_argument(
-        "--resolution", default="512", help="working size; the release uses 1024 (slow on CPU)"
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
-    make_samples(args.input)
-    weights = choose_weights(args.weights)
+def demo(config: DemoConfig) -> int:
+    make_samples(config.input)
+    weights = choose_weights(config.weights)
     code = segment.main(
         [
-            "--input", str(args.input), "--output", str(args.output), "--variant", "lite",
-            "--weights", weights, "--resolution", args.resolution, "--device", "cpu",
+            "--input", str(config.input), "--output", str(config.output), "--variant", DEMO_VARIANT,
+            "--weights", weights, "--resolution", config.resolution, "--device", "cpu",
             "--outputs", "mask,cutout", "--batch-size", "2", "--no-skip-existing",
         ]
     )  # fmt: skip
-    print(f"\ninputs:   {args.input.resolve()}")
-    print(f"masks:    {(args.output / 'masks').resolve()}")
-    print(f"cut-outs: {(args.output / 'cutouts').resolve()}")
-    print(f"manifest: {(args.output / 'manifest').resolve()} (Parquet, one row per input)")
+    print(f"\ninputs:   {config.input.resolve()}")
+    print(f"masks:    {(config.output / 'masks').resolve()}")
+    print(f"cut-outs: {(config.output / 'cutouts').resolve()}")
+    print(f"manifest: {(config.output / 'manifest').resolve()} (Parquet, one row per input)")
     return code
+
+
+COMMAND = Command(
+    name="demo",
+    summary="Segment a generated sample folder on an embedded local Ray (what `make demo` runs).",
+    config=DemoConfig,
+    run=demo,
+    module="jobs.demo",
+)
+
+main = COMMAND.main
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import resource
-import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -29,7 +28,8 @@ from connectors.listing import Source, sources_table
 from connectors.manifest import DoneIndex, ManifestRow, compact_manifest, write_manifest_part
 from connectors.storage import S3Options, exists, write_bytes_atomic
 
-from .config import SegmentConfig, parse_args
+from .cli import Command
+from .config import SegmentConfig
 from .errors import EXIT_FAILURES, EXIT_JOB_ERROR, EXIT_OK, one_line, traceback_text
 from .listing import list_inputs
 from .pipelines import Runtime, image_pipeline, run_scenes
@@ -37,7 +37,7 @@ from .ray_startup import STAGE_OPTIONS, Needs, ensure_resources, start_ray
 from .scene_stages import ScenePlan, plan_candidate, scene_error_row
 from .segment_stages import run_ref, status_columns
 
-__all__ = ["RunSummary", "main", "run"]
+__all__ = ["COMMAND", "RunSummary", "main", "run"]
 
 log = logging.getLogger("jobs.segment")
 
@@ -128,7 +128,7 @@ def _check_weights(config: SegmentConfig) -> None:
     """Fail before starting any actor when the weights cannot be found (actors would only retry)."""
     source = config.weights_source
     if source == RANDOM_WEIGHTS:
-        log.warning("--weights random: masks will be meaningless; the manifest records weights='random'")
+        log.warning("--weights random: masks will be meaningless; the manifest says weights_sha256='random'")
     elif source in VARIANTS:
         resolve_variant_file(VARIANTS[source])
     elif not exists(source, config.s3):
@@ -271,17 +271,22 @@ def _report(summary: RunSummary, config: SegmentConfig) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def segment(config: SegmentConfig) -> int:
     """Exit codes: 0 ok, 1 more inputs failed than allowed, 2 the job itself failed (one line)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        config = parse_args(argv)
-        summary = run(config)
-    except (Exception, KeyboardInterrupt) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return EXIT_JOB_ERROR
+    summary = run(config)
     _report(summary, config)
     return summary.exit_code if summary.exit_code is not None else EXIT_OK
+
+
+COMMAND = Command(
+    name="segment",
+    summary="Segment an image archive (folders, S3 prefixes, URI lists, tar shards, scenes) on Ray.",
+    config=SegmentConfig,
+    run=segment,
+    module="jobs.segment",
+)
+
+main = COMMAND.main
 
 
 if __name__ == "__main__":

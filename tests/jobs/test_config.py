@@ -1,10 +1,13 @@
 import json
+from functools import partial
 
 import pytest
 
-from jobs.config import ConfigError, parse_args
+from jobs.cli import ConfigError, parse_config
+from jobs.config import SegmentConfig
 
 BASE = ["--input", "in/", "--output", "out/"]
+parse_args = partial(parse_config, SegmentConfig)
 
 
 def test_flags_parse_into_typed_fields():
@@ -54,7 +57,8 @@ def test_file_is_loaded_and_flags_override_it(tmp_path):
 def test_errors_name_the_bad_field(flags, field):
     with pytest.raises(ConfigError) as err:
         parse_args([*BASE, *flags])
-    assert f"  {field}:" in str(err.value)
+    message = str(err.value)
+    assert f"--{field.replace('_', '-')}:" in message and "\n" not in message
 
 
 def test_unknown_keys_in_a_file_are_refused(tmp_path):
@@ -79,8 +83,6 @@ def test_auto_dtype_follows_the_hardware():
 
 def test_readme_documents_every_option():
     from pathlib import Path
-
-    from jobs.config import SegmentConfig
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [

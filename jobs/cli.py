@@ -1,0 +1,231 @@
+"""The `birefnet` command line: one parser layer for every subcommand, built from its pydantic config.
+
+What every command shares lives here and only here: flags derived from the config's fields (each
+field's description is its help), a `--config` YAML/JSON file beneath the flags, validation
+errors and unknown flags told in one line naming the flag, exit code 2 for job-level problems,
+and logging set-up. A command is a config model plus a function that runs it (`Command`).
+
+pydantic-settings' CLI was tried first: it splits tuple and list fields into items before the
+fields' own validators run (so `--resolution 1024x768` fails), merges the environment into every
+field, and reports errors as multi-line validation dumps; a small argparse layer keeps the
+documented flags exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NoReturn, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from .errors import EXIT_JOB_ERROR, one_line
+
+__all__ = [
+    "COMMAND_MODULES",
+    "Command",
+    "ConfigError",
+    "build_config",
+    "load_config_file",
+    "main",
+    "parse_config",
+    "run_command",
+]
+
+log = logging.getLogger("jobs.cli")
+M = TypeVar("M", bound=BaseModel)
+
+#: Modules that define a subcommand as their ``COMMAND``, in the order `birefnet --help` lists them.
+COMMAND_MODULES = ("jobs.segment", "jobs.evaluate", "jobs.report", "jobs.demo")
+#: A field carrying ``json_schema_extra={"file_only": True}`` is settable in --config files only.
+FILE_ONLY = "file_only"
+#: Validation errors whose message already says what was given (the fields' own validators do).
+_SELF_EXPLAINING = ("missing", "extra_forbidden", "value_error", "assertion_error")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message is one line naming the option and the problem."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: the config its flags are built from, and what runs it (returns the exit code)."""
+
+    name: str
+    summary: str
+    config: type[BaseModel]
+    run: Callable[[Any], int]
+    module: str
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """Entry point of `python -m <module>`: the same flags as `birefnet <name>`."""
+        return run_command(self, argv)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints the whole usage before an error; a wrong flag deserves one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _literal_choices(annotation: Any) -> list[str] | None:
+    """Choices of a ``Literal[...]`` field (also inside ``Optional``), for argparse's help."""
+    if typing.get_origin(annotation) is Literal:
+        return [str(v) for v in typing.get_args(annotation)]
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is Literal:
+            return [str(v) for v in typing.get_args(arg)]
+    return None
+
+
+def _help(field: FieldInfo) -> str:
+    text = field.description or ""
+    if field.is_required():
+        return f"{text} (required)"
+    default = field.get_default(call_default_factory=True)
+    if default is None or default is PydanticUndefined or isinstance(default, bool):
+        return text
+    shown = ",".join(map(str, default)) if isinstance(default, list | tuple) else default
+    return f"{text} (default: {shown})".replace("%", "%%")
+
+
+def _group_title(model: type[BaseModel], name: str) -> str | None:
+    """Options a mixin (`jobs.shared_options`) declares are shown under its docstring's title."""
+    for cls in reversed(model.__mro__):
+        if cls is not model and name in getattr(cls, "__annotations__", {}):
+            return (cls.__doc__ or "").strip().splitlines()[0] or None
+    return None
+
+
+def add_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+    """One flag per field; values stay strings, so the field's own validators parse them."""
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML or JSON file with any options; flags override it"
+    )
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get(FILE_ONLY):
+            continue
+        title = _group_title(model, name)
+        target: Any = parser
+        if title:
+            target = groups.get(title) or groups.setdefault(title, parser.add_argument_group(title))
+        options: dict[str, Any] = {"dest": name, "default": None, "help": _help(field)}
+        if field.annotation is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            choices = _literal_choices(field.annotation)
+            options["metavar"] = "{" + ",".join(choices) + "}" if choices else name.upper()
+        target.add_argument(_flag(name), **options)
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Settings from a YAML or JSON file (keys are field names, as in the resolved config)."""
+    try:
+        text = Path(path).read_text()
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {one_line(exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        names = [str(p) for p in item["loc"] if not isinstance(p, int)]
+        message = item["msg"].removeprefix("Value error, ")
+        if not names:
+            problems.append(message)
+            continue
+        given = "" if item["type"] in _SELF_EXPLAINING else f" (got {item['input']!r})"
+        problems.append(f"{_flag(names[0])}: {message}{given}")
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def build_config(model: type[M], values: dict[str, Any]) -> M:
+    """Validate settings into ``model``; every problem is named in one line."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def parse_config(model: type[M], argv: Sequence[str] | None, prog: str = "birefnet") -> M:
+    """Flags override the `--config` file; unknown keys in either are errors."""
+    parser = _OneLineParser(prog=prog)
+    add_options(parser, model)
+    return _config_from(model, parser.parse_args(argv))
+
+
+def _config_from(model: type[M], args: argparse.Namespace) -> M:
+    values = load_config_file(args.config) if args.config else {}
+    values.update({k: v for k, v in vars(args).items() if k in model.model_fields and v is not None})
+    return build_config(model, values)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _guarded(run: Callable[[], int]) -> int:
+    """Job-level problems end as one line on stderr and exit code 2, never a traceback."""
+    try:
+        return run()
+    except (Exception, KeyboardInterrupt) as exc:
+        log.debug("command failed", exc_info=exc)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_JOB_ERROR
+
+
+def run_command(command: Command, argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m <command.module>`: the same flags as `birefnet <command.name>`."""
+    configure_logging()
+    return _guarded(lambda: command.run(parse_config(command.config, argv, f"python -m {command.module}")))
+
+
+def commands() -> list[Command]:
+    return [importlib.import_module(module).COMMAND for module in COMMAND_MODULES]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`birefnet COMMAND [options]`; `birefnet COMMAND --help` lists every option."""
+    configure_logging()
+    parser = _OneLineParser(prog="birefnet", description="BiRefNet segmentation of image archives on Ray.")
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_OneLineParser
+    )
+    for command in commands():
+        sub = subparsers.add_parser(
+            command.name, help=command.summary, description=command.summary, prog=f"birefnet {command.name}"
+        )
+        add_options(sub, command.config)
+        sub.set_defaults(_command=command)
+
+    def run() -> int:
+        args = parser.parse_args(argv)
+        chosen: Command = args._command
+        return chosen.run(_config_from(chosen.config, args))
+
+    return _guarded(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

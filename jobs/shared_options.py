@@ -1,0 +1,42 @@
+"""Options every command shares: how to reach S3 and which Ray to join.
+
+Config models inherit these, so each option is declared, described and validated once and the
+command line (`jobs.cli`) shows them in their own groups.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from connectors.storage import S3Options
+
+__all__ = ["RayOptions", "StorageOptions"]
+
+
+class StorageOptions(BaseModel):
+    """storage (S3-compatible stores)"""
+
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint; credentials come from the standard AWS chain."
+    )
+    s3_region: str | None = Field(None, description="S3 region for request signing.")
+    s3_retry_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="How long transient S3 faults (refused connections, timeouts, 5xx, throttling) are "
+        "retried before the job stops with exit code 2.",
+    )
+
+    @property
+    def s3(self) -> S3Options:
+        return S3Options(
+            endpoint_url=self.s3_endpoint_url, region=self.s3_region, retry_seconds=self.s3_retry_seconds
+        )
+
+
+class RayOptions(BaseModel):
+    """Ray"""
+
+    ray_address: str | None = Field(
+        None, description="Ray cluster address; default: RAY_ADDRESS, else an embedded local Ray."
+    )
