@@ -6,9 +6,13 @@ import sys
 import time
 from pathlib import Path
 
-from tests.ray_cluster import local_ray_cluster, submit_and_wait
+import pytest
+
+from tests.support.ray_cluster import local_ray_cluster, submit_and_wait
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow  # starts and tears down a `ray start --head` cluster
 
 # `jobs` must come from the uploaded working dir (first on the driver's sys.path), not the
 # editable install pointing at the checkout; sys.executable shows the job runs in the venv;

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from birefnet_core import BACKBONES, create_model
-from tests.detweights import det_input, det_weights
+from tests.support.deterministic_weights import det_input, det_model
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
@@ -22,8 +22,7 @@ def test_state_dict_matches_released_checkpoint_keys(backbone):
 
 
 def test_numerical_parity_with_reference_logits():
-    model = create_model("swin_v1_t")
-    model.load_state_dict(det_weights(model.state_dict()), strict=True)
+    model = det_model("swin_v1_t")
     with torch.inference_mode():
         logits = model(det_input(batch=1, h=256, w=256, seed=1))
     reference = np.load(FIXTURES / "logits_swin_v1_t_1x256x256_s1.npy")

@@ -1,4 +1,4 @@
-"""Probabilities -> 8-bit masks at the original size: rounding, clipping and resizing."""
+"""Probabilities and 8-bit masks resized to the original image size."""
 
 from __future__ import annotations
 
@@ -7,47 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from birefnet_core.postprocessing import probabilities_to_uint8, resize_mask, resize_probabilities
+from birefnet_core.postprocessing import resize_mask, resize_probabilities
+from birefnet_core.quantization import quantize_probabilities
 
 
 def _smooth(h: int, w: int) -> np.ndarray:
     yy, xx = np.mgrid[:h, :w]
     return (0.5 + 0.5 * np.sin(xx / 8.0) * np.cos(yy / 6.0)).astype(np.float32)
-
-
-@pytest.mark.parametrize(
-    ("probability", "level"),
-    [
-        (-1.0, 0),
-        (-1e-6, 0),
-        (0.0, 0),
-        (0.49 / 255, 0),
-        (0.51 / 255, 1),
-        (1.49 / 255, 1),
-        (1.51 / 255, 2),
-        (127.6 / 255, 128),
-        (254.49 / 255, 254),
-        (254.51 / 255, 255),
-        (1.0, 255),
-        (1.0 + 1e-6, 255),
-        (2.0, 255),
-        (1e9, 255),
-    ],
-)
-def test_probabilities_to_uint8_rounds_and_clips(probability, level):
-    out = probabilities_to_uint8(np.full((2, 3), probability, np.float64))
-    assert out.dtype == np.uint8
-    assert out.shape == (2, 3)
-    assert (out == level).all()
-
-
-def test_probabilities_to_uint8_matches_numpy_on_random_values():
-    p = np.random.default_rng(0).uniform(-0.2, 1.2, (33, 17)).astype(np.float32)
-    expected = np.rint(np.clip(p.astype(np.float64), 0, 1) * 255).astype(np.uint8)
-    diff = np.abs(probabilities_to_uint8(p).astype(int) - expected)
-    # float32 scaling may flip values that sit within rounding error of a .5 boundary
-    assert diff.max() <= 1
-    assert (diff == 0).mean() > 0.999
 
 
 @pytest.mark.parametrize("size", [(20, 30), (128, 100), (64, 64), (17, 200), (120, 45)])
@@ -72,7 +38,7 @@ def test_resize_probabilities_keeps_a_constant_map(size):
 
 @pytest.mark.parametrize("size", [(20, 30), (128, 100), (17, 200), (120, 45), (1, 1)])
 def test_resize_mask_shape_and_dtype(size):
-    out = resize_mask(probabilities_to_uint8(_smooth(64, 64)), size)
+    out = resize_mask(quantize_probabilities(_smooth(64, 64)), size)
     assert out.shape == size
     assert out.dtype == np.uint8
 
@@ -91,13 +57,13 @@ def test_resize_mask_keeps_a_constant_mask(size):
 @pytest.mark.parametrize("size", [(30, 45), (120, 180), (61, 91), (17, 200), (50, 80)])
 def test_resize_mask_agrees_with_resizing_floats_within_one_level(size):
     p = _smooth(60, 90) if size != (50, 80) else _smooth(64, 64)
-    fast = resize_mask(probabilities_to_uint8(p), size)
-    exact = probabilities_to_uint8(resize_probabilities(p, size))
+    fast = resize_mask(quantize_probabilities(p), size)
+    exact = quantize_probabilities(resize_probabilities(p, size))
     assert np.abs(fast.astype(int) - exact.astype(int)).max() <= 1
 
 
 @pytest.mark.parametrize("size", [(30, 45), (50, 80), (128, 100)])
 def test_resize_mask_agrees_with_pil_bilinear(size):
-    mask = probabilities_to_uint8(_smooth(64, 64))
+    mask = quantize_probabilities(_smooth(64, 64))
     pil = np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.Resampling.BILINEAR))
     assert np.abs(resize_mask(mask, size).astype(int) - pil.astype(int)).max() <= 1

@@ -5,38 +5,28 @@ import pytest
 import torch
 from PIL import Image
 
-from birefnet_core import create_model, get_variant
+from birefnet_core import get_variant
 from birefnet_core.precision import resolve_compute_dtype
-from birefnet_core.predictor import Predictor
-from tests.detweights import det_weights
+from birefnet_core.predictor import Predictor, group_by_shape
+from birefnet_core.size import Size
+from tests.support.deterministic_weights import det_model
+from tests.support.disc_images import disc_on_texture
 
 
 @pytest.fixture(scope="module")
 def model():
-    net = create_model("swin_v1_t")
-    net.load_state_dict(det_weights(net.state_dict()))
-    return net
-
-
-def _scene(h: int, w: int, seed: int) -> np.ndarray:
-    """A bright disc on a textured background."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w]
-    disc = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (min(h, w) / 3) ** 2
-    img = rng.integers(0, 90, (h, w, 3), dtype=np.uint8)
-    img[disc] = (230, 200, 40)
-    return img
+    return det_model()
 
 
 def _mixed_batch() -> list:
-    rgb = _scene(150, 220, 0)
-    sixteen = _scene(90, 70, 1)[..., 0].astype(np.uint16) * 257
+    rgb = disc_on_texture(150, 220, 0)
+    sixteen = disc_on_texture(90, 70, 1)[..., 0].astype(np.uint16) * 257
     return [
         Image.fromarray(rgb),
         Image.fromarray(rgb[:77, :53, 0]),  # L
-        Image.fromarray(np.dstack([_scene(64, 40, 2), np.full((64, 40), 128, np.uint8)]), "RGBA"),
-        Image.fromarray(_scene(33, 47, 3)).convert("P"),
-        Image.fromarray(_scene(45, 31, 4)).convert("CMYK"),
+        Image.fromarray(np.dstack([disc_on_texture(64, 40, 2), np.full((64, 40), 128, np.uint8)]), "RGBA"),
+        Image.fromarray(disc_on_texture(33, 47, 3)).convert("P"),
+        Image.fromarray(disc_on_texture(45, 31, 4)).convert("CMYK"),
         Image.fromarray(sixteen),  # I;16
         sixteen,  # a bare uint16 array
         np.zeros((1, 1, 3), np.uint8),
@@ -44,7 +34,7 @@ def _mixed_batch() -> list:
 
 
 def test_mixed_sizes_and_modes_give_masks_of_each_input_size(model):
-    predictor = Predictor(model, resolution=(96, 64))
+    predictor = Predictor(model, size=Size(height=64, width=96))
     images = _mixed_batch()
     assert {getattr(i, "mode", None) for i in images} >= {"RGB", "L", "RGBA", "P", "CMYK", "I;16"}
     masks = predictor.predict(images, batch_size=3)
@@ -57,15 +47,15 @@ def test_mixed_sizes_and_modes_give_masks_of_each_input_size(model):
 
 
 def test_sixteen_bit_data_is_scaled_not_clipped(model):
-    predictor = Predictor(model, resolution=(64, 64))
-    eight = _scene(64, 64, 5)[..., 0]
+    predictor = Predictor(model, size=Size(64, 64))
+    eight = disc_on_texture(64, 64, 5)[..., 0]
     as_uint16 = Image.fromarray(eight.astype(np.uint16) * 257)
     np.testing.assert_array_equal(predictor.prepare(as_uint16).pixels, predictor.prepare(eight).pixels)
 
 
 def test_stages_compose_to_predict(model):
-    predictor = Predictor(model, resolution=(64, 64))
-    images = [_scene(100, 80, 6), _scene(50, 120, 7)]
+    predictor = Predictor(model, size=Size(64, 64))
+    images = [disc_on_texture(100, 80, 6), disc_on_texture(50, 120, 7)]
     prepared = [predictor.prepare(i) for i in images]
     probs = predictor.infer(np.stack([p.pixels for p in prepared]))
     assert probs.shape == (2, 64, 64)
@@ -75,18 +65,19 @@ def test_stages_compose_to_predict(model):
 
 
 def test_batching_does_not_change_results(model):
-    predictor = Predictor(model, resolution=(64, 64))
-    images = [_scene(70, 90, s) for s in range(3)]
+    predictor = Predictor(model, size=Size(64, 64))
+    images = [disc_on_texture(70, 90, s) for s in range(3)]
     together = predictor.predict(images, batch_size=3)
     alone = predictor.predict(images, batch_size=1)
     for a, b in zip(together, alone, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow  # bfloat16 is emulated on CPUs without AVX512-BF16/AMX
 def test_bfloat16_agrees_with_float32(model):
-    images = [_scene(128, 160, 8), _scene(96, 96, 9)]
-    fp32 = Predictor(model, resolution=(128, 128)).predict(images)
-    bf16_predictor = Predictor(model, resolution=(128, 128), dtype="bf16", strict_dtype=True)
+    images = [disc_on_texture(128, 160, 8), disc_on_texture(96, 96, 9)]
+    fp32 = Predictor(model, size=Size(128, 128)).predict(images)
+    bf16_predictor = Predictor(model, size=Size(128, 128), dtype="bf16", strict_dtype=True)
     assert bf16_predictor.dtype == torch.bfloat16
     bf16 = bf16_predictor.predict(images)
     for a, b in zip(fp32, bf16, strict=True):
@@ -113,7 +104,7 @@ def test_dynamic_variant_keeps_native_size_rounded_to_32(model):
     assert predictor.size_for(100, 150) == (96, 160)
     assert predictor.size_for(10, 10) == (32, 32)
     assert max(predictor.size_for(9000, 4000)) <= 2304
-    masks = predictor.predict([_scene(100, 150, 10), _scene(64, 64, 11)])
+    masks = predictor.predict([disc_on_texture(100, 150, 10), disc_on_texture(64, 64, 11)])
     assert [m.shape for m in masks] == [(100, 150), (64, 64)]
 
 
@@ -121,11 +112,50 @@ def test_fixed_variant_size_comes_from_the_registry(model):
     predictor = Predictor(model, variant=get_variant("lite-2k"))
     assert predictor.size_for(10, 10) == (1440, 2560)
     with pytest.raises(ValueError, match="multiple of 32"):
-        Predictor(model, resolution=(100, 64)).size_for(10, 10)
+        Predictor(model, size=Size(height=64, width=100)).size_for(10, 10)
+
+
+def test_sizes_are_height_width_for_a_non_square_variant(model):
+    variant = get_variant("lite-2k")  # trained at 2560 wide x 1440 high
+    assert variant.size == Size(height=1440, width=2560) and variant.size.height == 1440
+    predictor = Predictor(model, variant=variant)
+    size = predictor.size_for(10, 10)
+    assert isinstance(size, Size) and (size.height, size.width) == (1440, 2560)
+    item = predictor.prepare(np.zeros((30, 20, 3), np.uint8))
+    assert item.pixels.shape == (1440, 2560, 3) and item.original_size == Size(height=30, width=20)
+
+
+def test_group_by_shape_groups_ragged_shapes_in_order_of_first_appearance():
+    arrays = [np.zeros(shape) for shape in [(2, 3), (4, 1), (2, 3), (1,), (4, 1), (2, 3)]]
+    assert group_by_shape(arrays) == [[0, 2, 5], [1, 4], [3]]
+    assert group_by_shape([]) == []
+
+
+def test_grouped_inference_of_ragged_sizes_keeps_input_order(model):
+    # The dynamic variant keeps each input's own size, so these make three working sizes.
+    predictor = Predictor(model, variant=get_variant("dynamic"))
+    images = [
+        disc_on_texture(h, w, seed) for seed, (h, w) in enumerate([(64, 64), (32, 96), (64, 64), (96, 32)])
+    ]
+    together = predictor.predict(images, batch_size=4)
+    for image, mask in zip(images, together, strict=True):
+        assert mask.shape == image.shape[:2]
+        np.testing.assert_allclose(mask, predictor.predict([image])[0], atol=1e-5)
+
+
+def test_infer_batches_equals_one_infer_per_batch(model):
+    predictor = Predictor(model, size=Size(64, 64))
+    pixels = np.stack([predictor.prepare(disc_on_texture(70, 90, s)).pixels for s in range(3)])
+    batched = predictor.infer_batches(pixels, batch_size=2, quantize=True)
+    assert batched.dtype == np.uint8 and batched.shape == (3, 64, 64)
+    expected = np.concatenate(
+        [predictor.infer(pixels[:2], quantize=True), predictor.infer(pixels[2:], quantize=True)]
+    )
+    np.testing.assert_array_equal(batched, expected)
 
 
 def test_unreadable_array_shapes_are_refused(model):
-    predictor = Predictor(model, resolution=(64, 64))
+    predictor = Predictor(model, size=Size(64, 64))
     with pytest.raises(ValueError, match="shape"):
         predictor.prepare(np.zeros((4, 4, 2), np.uint8))
     with pytest.raises(ValueError, match="zero size"):

@@ -11,9 +11,11 @@ from birefnet_core.preprocessing import (
     DYNAMIC_MAX_SIDE,
     normalize_batch,
     prepare_image,
+    prepare_image_from_chw,
     to_rgb_uint8,
     working_size,
 )
+from birefnet_core.size import Size
 from birefnet_core.variants import IMAGENET_MEAN, IMAGENET_STD, get_variant
 
 GREY = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20  # 0, 20, ..., 220
@@ -236,15 +238,16 @@ def test_fixed_variant_uses_its_trained_size_as_height_width(variant, expected):
 
 
 @pytest.mark.parametrize("variant", [None, "lite", "dynamic"])
-def test_explicit_resolution_is_width_height_and_overrides_the_variant(variant):
+def test_explicit_size_overrides_the_variant(variant):
     v = get_variant(variant) if variant else None
-    assert working_size(v, 500, 300, resolution=(96, 64)) == (64, 96)
+    out = working_size(v, 500, 300, size=Size(height=64, width=96))
+    assert out == Size(height=64, width=96) and isinstance(out, Size)
 
 
-@pytest.mark.parametrize("resolution", [(100, 64), (64, 33), (16, 16)])
-def test_resolution_not_a_multiple_of_32_raises(resolution):
+@pytest.mark.parametrize("size", [Size(64, 100), Size(33, 64), Size(16, 16)])
+def test_size_not_a_multiple_of_32_raises(size):
     with pytest.raises(ValueError, match="multiple of 32"):
-        working_size(None, 100, 100, resolution=resolution)
+        working_size(None, 100, 100, size=size)
 
 
 @pytest.mark.parametrize(
@@ -276,11 +279,11 @@ def test_dynamic_size_rounds_to_32_with_a_cap(height, width, expected, variant):
 
 def test_prepare_image_right_size_is_unchanged():
     rgb = _smooth_rgb(32, 64)
-    out = prepare_image(rgb, (32, 64))
+    out = prepare_image(rgb, Size(32, 64))
     np.testing.assert_array_equal(out, rgb)
 
 
-@pytest.mark.parametrize("size", [(30, 45), (17, 23), (32, 32)])
+@pytest.mark.parametrize("size", [Size(30, 45), Size(17, 23), Size(32, 32)])
 def test_prepare_image_downscale_matches_pil_bilinear(size):
     rgb = _smooth_rgb(60, 90)
     out = prepare_image(rgb, size)
@@ -291,7 +294,7 @@ def test_prepare_image_downscale_matches_pil_bilinear(size):
     assert np.abs(out.astype(int) - pil.astype(int)).max() <= 2
 
 
-@pytest.mark.parametrize("size", [(100, 90), (64, 128)])
+@pytest.mark.parametrize("size", [Size(100, 90), Size(64, 128)])
 def test_prepare_image_upscale_matches_pil_bilinear(size):
     rgb = _smooth_rgb(40, 50)
     out = prepare_image(rgb, size)
@@ -304,6 +307,14 @@ def test_prepare_image_accepts_a_read_only_decoded_buffer():
     rgb = np.asarray(image)
     assert not rgb.flags.writeable
     before = rgb.copy()
-    out = prepare_image(rgb, (32, 32))
+    out = prepare_image(rgb, Size(32, 32))
     assert out.shape == (32, 32, 3)
     np.testing.assert_array_equal(rgb, before)
+
+
+@pytest.mark.parametrize("size", [Size(30, 45), Size(100, 90), Size(40, 50)])
+def test_prepare_image_from_chw_equals_prepare_image(size):
+    rgb = _smooth_rgb(40, 50)
+    out = prepare_image_from_chw(torch.from_numpy(rgb).permute(2, 0, 1), size)
+    assert out.shape == (*size, 3) and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, prepare_image(rgb, size))

@@ -12,12 +12,13 @@ import torch.nn.functional as F
 from birefnet_core.tiling import (
     Tile,
     TileAccumulator,
-    blend_window,
+    TilingOptions,
+    blend_tiles,
+    blend_weights,
     count_tiles,
     plan_tiles,
     predict_tiled,
-    predict_tiled_with_stats,
-    tile_window,
+    tile_weights,
 )
 from birefnet_core.variants import IMAGENET_MEAN, IMAGENET_STD
 
@@ -45,6 +46,11 @@ def noise_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 def constant_fn(value: float):
     return lambda batch: torch.full((batch.shape[0], 1, *batch.shape[2:]), value)
+
+
+def tiled_probabilities(image: np.ndarray, predict_fn, *args, **kwargs) -> np.ndarray:
+    """`predict_tiled`'s map alone, for tests that only look at the probabilities."""
+    return predict_tiled(image, predict_fn, TilingOptions(*args, **kwargs)).probabilities
 
 
 # --- plan_tiles / count_tiles ----------------------------------------------------------------
@@ -116,48 +122,48 @@ def test_plan_rejects_bad_arguments(args: tuple[int, int, int, int], message: st
         count_tiles(*args)
 
 
-# --- blending window ---------------------------------------------------------------------------
+# --- blending weights --------------------------------------------------------------------------
 
 
-def test_window_is_one_inside_symmetric_and_positive() -> None:
-    window = blend_window(40, 50, 12)
-    assert window.dtype == np.float32 and window.shape == (40, 50)
-    assert (window > 0).all() and window.max() == 1.0
-    np.testing.assert_array_equal(window[12:-12, 12:-12], 1.0)
-    np.testing.assert_allclose(window, window[::-1, :], atol=1e-7)
-    np.testing.assert_allclose(window, window[:, ::-1], atol=1e-7)
-    ramp = window[:12, 25]
+def test_weights_are_one_inside_symmetric_and_positive() -> None:
+    weights = blend_weights(40, 50, 12)
+    assert weights.dtype == np.float32 and weights.shape == (40, 50)
+    assert (weights > 0).all() and weights.max() == 1.0
+    np.testing.assert_array_equal(weights[12:-12, 12:-12], 1.0)
+    np.testing.assert_allclose(weights, weights[::-1, :], atol=1e-7)
+    np.testing.assert_allclose(weights, weights[:, ::-1], atol=1e-7)
+    ramp = weights[:12, 25]
     assert (np.diff(ramp) > 0).all() and ramp[0] < 0.01
 
 
 def test_opposite_ramps_sum_to_one_over_the_overlap() -> None:
-    ramp = blend_window(1, 40, 10, top=False, bottom=False)[0]
+    ramp = blend_weights(1, 40, 10, top=False, bottom=False)[0]
     np.testing.assert_allclose(ramp[:10] + ramp[-10:], 1.0, atol=1e-6)
 
 
-def test_window_without_overlap_is_all_ones() -> None:
-    np.testing.assert_array_equal(blend_window(7, 9, 0), 1.0)
+def test_weights_without_overlap_are_all_ones() -> None:
+    np.testing.assert_array_equal(blend_weights(7, 9, 0), 1.0)
 
 
-def test_tile_window_keeps_full_weight_on_image_border_edges() -> None:
+def test_tile_weights_keep_full_weight_on_image_border_edges() -> None:
     height, width, overlap = 150, 233, 16
     for tile in plan_tiles(height, width, 64, overlap):
-        window = tile_window(tile, height, width, overlap)
-        assert (window > 0).all()
+        weights = tile_weights(tile, height, width, overlap)
+        assert (weights > 0).all()
         for on_border, edge in [
-            (tile.y0 == 0, window[0, overlap:-overlap]),
-            (tile.y1 == height, window[-1, overlap:-overlap]),
-            (tile.x0 == 0, window[overlap:-overlap, 0]),
-            (tile.x1 == width, window[overlap:-overlap, -1]),
+            (tile.y0 == 0, weights[0, overlap:-overlap]),
+            (tile.y1 == height, weights[-1, overlap:-overlap]),
+            (tile.x0 == 0, weights[overlap:-overlap, 0]),
+            (tile.x1 == width, weights[overlap:-overlap, -1]),
         ]:
             assert (edge == 1.0).all() if on_border else (edge < 0.01).all()
 
 
-def test_blend_window_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="window size"):
-        blend_window(0, 5, 1)
+def test_blend_weights_reject_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="tile size"):
+        blend_weights(0, 5, 1)
     with pytest.raises(ValueError, match="overlap"):
-        blend_window(5, 5, -1)
+        blend_weights(5, 5, -1)
 
 
 def test_tile_weights_sum_to_at_least_one() -> None:
@@ -166,7 +172,7 @@ def test_tile_weights_sum_to_at_least_one() -> None:
     height, width, tile_size, overlap = 150, 233, 64, 24
     total = np.zeros((height, width))
     for tile in plan_tiles(height, width, tile_size, overlap):
-        total[tile.slices] += tile_window(tile, height, width, overlap)
+        total[tile.slices] += tile_weights(tile, height, width, overlap)
     assert total.min() >= 1.0 - 1e-6
 
 
@@ -196,8 +202,6 @@ def test_accumulator_rejects_bad_input() -> None:
         acc.add(Tile(0, 0, 2, 3), ones, ones)
     with pytest.raises(ValueError, match="> 0"):
         acc.add(Tile(0, 0, 2, 2), ones, np.zeros((2, 2), np.float32))
-    with pytest.raises(RuntimeError, match="track_seams"):
-        TileAccumulator(4, 4, track_seams=False).seam_disagreement()
 
 
 def test_seam_score_is_zero_without_overlap() -> None:
@@ -207,6 +211,19 @@ def test_seam_score_is_zero_without_overlap() -> None:
     assert acc.seam_disagreement() == 0.0
 
 
+def test_blend_tiles_equals_adding_each_tile_with_its_weights() -> None:
+    height, width, overlap = 150, 233, 16
+    plan = plan_tiles(height, width, 64, overlap)
+    rng = np.random.default_rng(3)
+    predictions = [(tile, rng.random((tile.height, tile.width), dtype=np.float32)) for tile in plan]
+    by_hand = TileAccumulator(height, width)
+    for tile, probs in predictions:
+        by_hand.add(tile, probs, tile_weights(tile, height, width, overlap))
+    blended = blend_tiles(height, width, overlap, iter(predictions))
+    np.testing.assert_array_equal(blended.result(), by_hand.result())
+    assert blended.seam_totals() == by_hand.seam_totals()
+
+
 # --- predict_tiled: acceptance against the untiled prediction -------------------------------
 
 
@@ -214,8 +231,8 @@ def test_seam_score_is_zero_without_overlap() -> None:
 @pytest.mark.parametrize(("tile_size", "overlap"), [(64, 16), (96, 32), (128, 48)])
 def test_tiled_matches_untiled_prediction(height: int, width: int, tile_size: int, overlap: int) -> None:
     image = noise_image(height, width)
-    tiled = predict_tiled(image, blur_grey, tile_size, overlap, batch_size=4)
-    untiled = predict_tiled(image, blur_grey, max(height, width), 0, batch_size=1)
+    tiled = tiled_probabilities(image, blur_grey, tile_size, overlap, batch_size=4)
+    untiled = tiled_probabilities(image, blur_grey, max(height, width), 0, batch_size=1)
     assert tiled.shape == (height, width) and tiled.dtype == np.float32
     assert np.abs(tiled - untiled).max() <= 2 / 255
 
@@ -224,20 +241,20 @@ def test_untiled_reference_is_the_plain_prediction() -> None:
     image = noise_image(40, 30)
     whole = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     expected = blur_grey((whole - _MEAN) / _STD)[0, 0].numpy()
-    np.testing.assert_allclose(predict_tiled(image, blur_grey, 64, 16, 1), expected, atol=1e-6)
+    np.testing.assert_allclose(tiled_probabilities(image, blur_grey, 64, 16, 1), expected, atol=1e-6)
 
 
 def test_tiles_without_blending_would_fail_the_acceptance() -> None:
     # Guards the acceptance test's power: abutting tiles show the stand-in's edge errors.
     image = noise_image(150, 233)
-    tiled = predict_tiled(image, blur_grey, 64, 0, batch_size=4)
-    untiled = predict_tiled(image, blur_grey, 233, 0, batch_size=1)
+    tiled = tiled_probabilities(image, blur_grey, 64, 0, batch_size=4)
+    untiled = tiled_probabilities(image, blur_grey, 233, 0, batch_size=1)
     assert np.abs(tiled - untiled).max() > 10 / 255
 
 
 def test_batch_size_does_not_change_the_result() -> None:
     image = noise_image(150, 233, seed=1)
-    results = [predict_tiled(image, blur_grey, 64, 16, batch_size=b) for b in (1, 3, 7, 100)]
+    results = [tiled_probabilities(image, blur_grey, 64, 16, batch_size=b) for b in (1, 3, 7, 100)]
     for result in results[1:]:
         np.testing.assert_allclose(result, results[0], atol=1e-6)
 
@@ -250,7 +267,7 @@ def test_predict_fn_sees_uniform_batches_and_may_return_numpy() -> None:
         assert batch.dtype == torch.float32
         return np.full((batch.shape[0], 1, *batch.shape[2:]), 0.25, np.float32)
 
-    result = predict_tiled_with_stats(noise_image(50, 130), numpy_fn, 64, 16, batch_size=2)
+    result = predict_tiled(noise_image(50, 130), numpy_fn, TilingOptions(64, 16, batch_size=2))
     assert shapes == [(2, 3, 50, 64), (1, 3, 50, 64)]
     assert result.tile_count == 3
     np.testing.assert_allclose(result.probabilities, 0.25)
@@ -261,29 +278,36 @@ def test_predict_fn_sees_uniform_batches_and_may_return_numpy() -> None:
     [
         ({"image": np.zeros((8, 8), np.uint8)}, "H x W x 3 uint8"),
         ({"image": np.zeros((8, 8, 3), np.float32)}, "H x W x 3 uint8"),
-        ({"batch_size": 0}, "batch_size"),
-        ({"context_size": 0}, "context_size"),
-        ({"context_size": 32, "context_weight": 1.5}, "context_weight"),
         ({"predict_fn": lambda b: torch.zeros(b.shape[0], b.shape[2], b.shape[3])}, "B x 1 x h x w"),
     ],
 )
 def test_predict_tiled_rejects_bad_arguments(kwargs: dict, message: str) -> None:
-    args = {
-        "image": noise_image(8, 8),
-        "predict_fn": constant_fn(0.5),
-        "tile_size": 8,
-        "overlap": 2,
-        "batch_size": 1,
-    }
+    args = {"image": noise_image(8, 8), "predict_fn": constant_fn(0.5), "options": TilingOptions(8, 2, 1)}
     with pytest.raises(ValueError, match=message):
         predict_tiled(**(args | kwargs))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tile_size": 0, "overlap": 0}, "tile_size"),
+        ({"overlap": 8}, "overlap"),
+        ({"overlap": -1}, "overlap"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"context_size": 0}, "context_size"),
+        ({"context_size": 32, "context_weight": 1.5}, "context_weight"),
+    ],
+)
+def test_tiling_options_reject_bad_values_when_made(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TilingOptions(**({"tile_size": 8, "overlap": 2, "batch_size": 1} | kwargs))
 
 
 # --- seam score ----------------------------------------------------------------------------------
 
 
 def test_seam_score_is_zero_for_a_constant_network() -> None:
-    result = predict_tiled_with_stats(noise_image(150, 233), constant_fn(0.7), 64, 16, batch_size=4)
+    result = predict_tiled(noise_image(150, 233), constant_fn(0.7), TilingOptions(64, 16, batch_size=4))
     assert result.tile_count == count_tiles(150, 233, 64, 16)
     assert result.seam_disagreement == pytest.approx(0.0, abs=1e-7)
 
@@ -296,15 +320,14 @@ def test_seam_score_measures_per_tile_offsets() -> None:
         return (blur_grey(batch) * 0.5 + offsets).clamp(0, 1)
 
     image = noise_image(150, 233)
-    assert predict_tiled_with_stats(image, offset_fn, 64, 16, 4).seam_disagreement > 0.01
-    assert predict_tiled_with_stats(image, blur_grey, 64, 16, 4).seam_disagreement < 0.01
+    options = TilingOptions(64, 16, 4)
+    assert predict_tiled(image, offset_fn, options).seam_disagreement > 0.01
+    assert predict_tiled(image, blur_grey, options).seam_disagreement < 0.01
 
 
 def test_seam_score_of_two_constant_tiles_is_their_difference() -> None:
     values = iter([0.2, 0.7])
-    result = predict_tiled_with_stats(
-        noise_image(8, 12), lambda b: constant_fn(next(values))(b), 8, 4, batch_size=1
-    )
+    result = predict_tiled(noise_image(8, 12), lambda b: constant_fn(next(values))(b), TilingOptions(8, 4, 1))
     assert result.tile_count == 2
     assert result.seam_disagreement == pytest.approx(0.5)
 
@@ -314,8 +337,8 @@ def test_seam_score_of_two_constant_tiles_is_their_difference() -> None:
 
 def test_context_weight_zero_equals_plain_tiling() -> None:
     image = noise_image(150, 233)
-    plain = predict_tiled(image, blur_grey, 64, 16, 4)
-    fused = predict_tiled(image, blur_grey, 64, 16, 4, context_size=64, context_weight=0.0)
+    plain = tiled_probabilities(image, blur_grey, 64, 16, 4)
+    fused = tiled_probabilities(image, blur_grey, 64, 16, 4, context_size=64, context_weight=0.0)
     np.testing.assert_array_equal(fused, plain)
 
 
@@ -326,7 +349,7 @@ def test_context_pass_runs_once_at_context_size_first() -> None:
         shapes.append(tuple(batch.shape))
         return blur_grey(batch)
 
-    result = predict_tiled(noise_image(150, 233), recording_fn, 64, 16, 100, context_size=96)
+    result = tiled_probabilities(noise_image(150, 233), recording_fn, 64, 16, 100, context_size=96)
     assert shapes[0] == (1, 3, 96, 96)
     assert shapes[1:] == [(count_tiles(150, 233, 64, 16), 3, 64, 64)]
     assert result.shape == (150, 233) and np.isfinite(result).all()
@@ -338,7 +361,7 @@ def test_context_fuses_only_where_tiles_are_unsure(tile_value: float) -> None:
     def fn(batch: torch.Tensor) -> torch.Tensor:
         return constant_fn(1.0 if batch.shape[-1] == 96 else tile_value)(batch)
 
-    result = predict_tiled(noise_image(100, 140), fn, 64, 16, 4, context_size=96, context_weight=0.6)
+    result = tiled_probabilities(noise_image(100, 140), fn, 64, 16, 4, context_size=96, context_weight=0.6)
     confidence = abs(2 * tile_value - 1)
     w = 0.6 * (1 - confidence)
     np.testing.assert_allclose(result, (1 - w) * tile_value + w * 1.0, atol=1e-6)

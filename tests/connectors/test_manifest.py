@@ -22,7 +22,7 @@ from connectors.manifest import (
     write_manifest_part,
 )
 from connectors.storage import S3Options, list_files, read_bytes, write_bytes_atomic
-from tests.connectors.manifest_rows import T0, error_row, ok_row
+from tests.support.manifest_rows import T0, error_row, ok_row
 
 EXPECTED_COLUMNS = [
     ("id", pa.string()),
@@ -37,7 +37,7 @@ EXPECTED_COLUMNS = [
     ("mask_uri", pa.string()),
     ("cutout_uri", pa.string()),
     ("variant", pa.string()),
-    ("weights", pa.string()),
+    ("weights_sha256", pa.string()),
     ("weights_source", pa.string()),
     ("resolution", pa.string()),
     ("dtype", pa.string()),

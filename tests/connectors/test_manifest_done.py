@@ -23,7 +23,7 @@ from connectors.manifest import (
     id_to_uint64,
     write_manifest_part,
 )
-from tests.connectors.manifest_rows import T0, error_row, ok_row
+from tests.support.manifest_rows import T0, error_row, ok_row
 
 
 def item_id(uri: str) -> str:

@@ -33,7 +33,7 @@ from connectors.raster import (
     write_geotiff_mask,
 )
 from connectors.storage import S3Options, StorageAuthError
-from tests.rasters import make_geotiff
+from tests.support.geotiff_scenes import make_geotiff
 
 
 def _raw(path: Path, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
@@ -470,14 +470,14 @@ def test_s3_read_and_cog_upload(s3_server, s3_bucket: str, tmp_path: Path) -> No
 
 
 def test_gdal_s3_options_follow_s3options() -> None:
-    options = raster._gdal_s3_options(
+    options = raster.gdal_s3_options(
         S3Options(endpoint_url="http://127.0.0.1:8333", key="k", secret="s", region="eu-west-1")
     )
     assert options["AWS_S3_ENDPOINT"] == "127.0.0.1:8333"
     assert options["AWS_HTTPS"] == "NO" and options["AWS_VIRTUAL_HOSTING"] == "FALSE"
     assert (options["AWS_ACCESS_KEY_ID"], options["AWS_SECRET_ACCESS_KEY"]) == ("k", "s")
     assert options["AWS_REGION"] == "eu-west-1"
-    anon = raster._gdal_s3_options(S3Options(endpoint_url="https://minio.example:9000", anon=True))
+    anon = raster.gdal_s3_options(S3Options(endpoint_url="https://minio.example:9000", anon=True))
     assert anon["AWS_HTTPS"] == "YES" and anon["AWS_NO_SIGN_REQUEST"] == "YES"
     assert "AWS_ACCESS_KEY_ID" not in anon
 

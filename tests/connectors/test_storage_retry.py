@@ -50,7 +50,7 @@ from connectors.storage import (
 )
 
 if TYPE_CHECKING:
-    from tests.conftest import SeaweedFS
+    from tests.support.seaweedfs import SeaweedFS
 
 ENDPOINT = "http://s3.test:8333"
 
@@ -349,14 +349,14 @@ def test_s3_options_retry_seconds_is_a_plain_validated_field() -> None:
 
 @pytest.mark.parametrize("window_s", [0.0, 1.0, 5.0, 60.0, 120.0, 127.0, 128.0, 3600.0])
 def test_gdal_retries_cover_the_same_window(window_s: float) -> None:
-    options = raster._gdal_s3_options(S3Options(endpoint_url=ENDPOINT, retry_seconds=window_s))
+    options = raster.gdal_s3_options(S3Options(endpoint_url=ENDPOINT, retry_seconds=window_s))
     retries, first_delay = int(options["GDAL_HTTP_MAX_RETRY"]), float(options["GDAL_HTTP_RETRY_DELAY"])
     # GDAL multiplies the delay by at least 2 after each retry, so this is its shortest total wait.
     assert first_delay * (2**retries - 1) >= window_s
     assert (
         retries == 0 or first_delay * (2 ** (retries - 1) - 1) < window_s
     )  # and no more retries than needed
-    assert raster._gdal_s3_options(None)["GDAL_HTTP_MAX_RETRY"] == "7"
+    assert raster.gdal_s3_options(None)["GDAL_HTTP_MAX_RETRY"] == "7"
 
 
 def _options(server: Any, retry_seconds: float) -> S3Options:

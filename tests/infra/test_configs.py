@@ -3,14 +3,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.config import build_config
+from jobs.cli import build_config
+from jobs.config import SegmentConfig
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 
 
 @pytest.mark.parametrize("path", sorted(INFRA.glob("examples/*.yaml")), ids=lambda p: p.name)
 def test_example_job_configs_validate(path):
-    config = build_config(yaml.safe_load(path.read_text()))
+    config = build_config(SegmentConfig, yaml.safe_load(path.read_text()))
     assert config.input and config.output
 
 

@@ -16,9 +16,12 @@ import pytest
 from connectors.manifest import latest_rows, read_manifest
 from jobs.errors import EXIT_JOB_ERROR, EXIT_OK
 from jobs.segment import main
-from tests.jobs.production import BAD, FLAGS, GOOD_IMAGES, GOOD_SCENES, write_production_corpus
+from tests.support.production_corpus import BAD, FLAGS, GOOD_IMAGES, GOOD_SCENES, write_production_corpus
 
 REPO = Path(__file__).resolve().parents[2]
+
+# Whole runs of the job on production-like inputs, most with a Ray of their own: 15-70 s each.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +88,10 @@ def test_a_run_ends_with_its_summary(mixed_run):
     assert len(summary["errors"]) == len(BAD)
 
 
-def test_a_rerun_redoes_only_the_failures(mixed_run, capsys):
-    src, out, _ = mixed_run
+def test_a_rerun_redoes_only_the_failures(mixed_run, tmp_path, capsys):
+    src, first_out, _ = mixed_run
+    # A copy: rerunning in place would add a run to the output the other tests of `mixed_run` read.
+    out = shutil.copytree(first_out, tmp_path / "out")
     assert main(["--input", str(src), "--output", str(out), *FLAGS, "--max-failure-fraction", "1"]) == EXIT_OK
     assert (
         f"0 ok, {len(BAD)} failed, {len(GOOD_IMAGES) + len(GOOD_SCENES)} skipped" in capsys.readouterr().out
@@ -94,7 +99,7 @@ def test_a_rerun_redoes_only_the_failures(mixed_run, capsys):
 
 
 def test_a_lone_8bit_geotiff(embedded_ray, tmp_path):
-    from tests.rasters import make_geotiff
+    from tests.support.geotiff_scenes import make_geotiff
 
     make_geotiff(tmp_path / "in" / "aerial.tif", 120, 100, 3, "uint8")
     assert main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), *FLAGS]) == EXIT_OK
@@ -152,9 +157,8 @@ def test_one_cpu_is_refused_in_one_line_instead_of_hanging(tmp_path):
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.slow
 def test_embedded_ray_never_attaches_to_a_cluster_recorded_on_the_machine(tmp_path):
-    from tests.ray_cluster import local_ray_cluster
+    from tests.support.ray_cluster import local_ray_cluster
 
     write_production_corpus(tmp_path / "in")
     with local_ray_cluster(tmp_path / "cluster") as cluster:

@@ -60,7 +60,7 @@ def _row(src: Path, out: Path, name: str, minutes: float, run_id: str = RUN_1, *
         "run_id": run_id,
         "processed_at": T0 + timedelta(minutes=minutes),
         "variant": "lite",
-        "weights": "random",
+        "weights_sha256": "random",
         "dtype": "float32",
         "resolution": "64x64",
         "decode_seconds": 0.01 + 0.001 * minutes,

@@ -8,11 +8,12 @@ from PIL import Image
 
 from connectors.listing import list_sources, sources_table
 from connectors.manifest import DoneIndex, read_manifest
-from jobs.config import build_config
+from jobs.cli import build_config
+from jobs.config import SegmentConfig
 from jobs.pipelines import Runtime, image_pipeline
 from jobs.ray_startup import STAGE_OPTIONS
 from jobs.segment import main, run
-from tests.jobs.corpus import BAD, BOMB_LIMIT, GOOD, SMOKE_FLAGS, expected_size, write_corpus
+from tests.support.job_corpus import BAD, BOMB_LIMIT, GOOD, SMOKE_FLAGS, expected_size, write_corpus
 
 
 def _listed(config):
@@ -35,7 +36,7 @@ def _config(src: Path, out: Path, **extra):
         "max_image_pixels": BOMB_LIMIT,
         **extra,
     }
-    return build_config(values)
+    return build_config(SegmentConfig, values)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def test_manifest_records_model_and_quality(first_run):
         .filter(pc.equal(read_manifest(str(out))["relative_path"], "a.jpg"))
         .to_pylist()[0]
     )
-    assert row["weights"] == "random" and row["variant"] == "lite" and row["resolution"] == "64x64"
+    assert row["weights_sha256"] == "random" and row["variant"] == "lite" and row["resolution"] == "64x64"
     assert row["dtype"] == "float32" and row["run_id"] == summary.run_id
     assert (row["width"], row["height"]) == (96, 64)
     assert 0 <= row["mean_confidence"] <= 1 and 0 <= row["uncertain_fraction"] <= 1
@@ -100,8 +101,12 @@ def test_manifest_records_model_and_quality(first_run):
     assert (out / "runs" / summary.run_id / "config.json").is_file()
 
 
-def test_rerun_skips_done_inputs_and_redoes_changed_ones(first_run):
-    src, out, _ = first_run
+@pytest.mark.slow
+def test_rerun_skips_done_inputs_and_redoes_changed_ones(embedded_ray, tmp_path):
+    """Its own run: the rerun adds manifest rows and touches an input that ``first_run``'s tests read."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_corpus(src)
+    run(_config(src, out))
     changed = src / "a.jpg"
     stat = changed.stat()
     os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
@@ -112,6 +117,7 @@ def test_rerun_skips_done_inputs_and_redoes_changed_ones(first_run):
     assert sorted(latest["relative_path"].to_pylist()) == sorted(["a.jpg", *BAD])
 
 
+@pytest.mark.slow
 def test_exit_code_follows_the_failure_fraction(embedded_ray, tmp_path, capsys):
     src, out = tmp_path / "in", tmp_path / "out"
     write_corpus(src)
@@ -122,7 +128,8 @@ def test_exit_code_follows_the_failure_fraction(embedded_ray, tmp_path, capsys):
     assert main([*args, "--max-failure-fraction", "0.5"]) == 0
 
 
-def test_job_level_problems_are_one_clear_line(tmp_path, capsys):
+def test_job_level_problems_are_one_clear_line(embedded_ray, tmp_path, capsys):
+    """With the test Ray: the job starts Ray before it finds the input missing, and Ray outlives the call."""
     assert (
         main(["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o"), "--weights", "random"])
         == 2
@@ -139,8 +146,13 @@ def test_job_level_problems_are_one_clear_line(tmp_path, capsys):
 
 def test_png_outputs_decode(first_run):
     _, out, _ = first_run
-    data = (out / "masks" / "a.png").read_bytes()
-    assert Image.open(io.BytesIO(data)).getextrema()[1] <= 255
+    table = read_manifest(str(out))
+    [row] = table.filter(pc.equal(table["relative_path"], "a.jpg")).to_pylist()
+    mask = Image.open(io.BytesIO(Path(row["mask_uri"]).read_bytes()))
+    mask.load()
+    assert (mask.format, mask.mode, mask.size) == ("PNG", "L", (row["width"], row["height"]))
+    low, high = mask.getextrema()
+    assert low < high, "a constant mask: the PNG holds no prediction"
 
 
 def test_decoding_and_encoding_never_run_inside_the_inference_actors(embedded_ray, tmp_path, capsys):

@@ -6,12 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from connectors.manifest import read_manifest
 from connectors.storage import S3Options
-from tests.jobs.corpus import BAD, GOOD, SMOKE_FLAGS, corpus_files, expected_size, write_corpus
-from tests.ray_cluster import local_ray_cluster, submit_and_wait
+from tests.support.job_corpus import BAD, GOOD, SMOKE_FLAGS, corpus_files, expected_size, write_corpus
+from tests.support.ray_cluster import local_ray_cluster, submit_and_wait
+
+#: Every test starts Ray of its own: a job process with an embedded Ray, or a `ray start --head` cluster.
+pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JOB_FLAGS = [*SMOKE_FLAGS, "--max-failure-fraction", "0.5"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from birefnet_core.size import Size
 from connectors.images import encode_mask_png
 from connectors.layout import plain_name
 from connectors.manifest import read_manifest
@@ -25,7 +27,7 @@ from jobs.segment_stages import (
     run_ref,
 )
 
-WORK = (64, 64)  # working (height, width); the resolution argument is (width, height)
+WORK = Size(height=64, width=64)
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +82,7 @@ def _inferred(name: str, *, height: int, width: int, probs=None, error: str = ""
         "width": width,
         "decode_seconds": 0.25,
         "infer_seconds": 0.5 if not error else 0.0,
-        "weights": "random",
+        "weights_sha256": "random",
         "weights_source": "random",
         "dtype": "float32",
     }
@@ -146,7 +148,7 @@ def test_rows_of_plain_dict_of_lists_and_empty_batch():
 
 
 def _prepare(records: list[dict], keep_bytes: bool = False, max_pixels: int = 10**8) -> list[dict]:
-    stage = PrepareStage("lite", (WORK[1], WORK[0]), keep_bytes=keep_bytes, max_pixels=max_pixels)
+    stage = PrepareStage("lite", WORK, keep_bytes=keep_bytes, max_pixels=max_pixels)
     batch = stage(column_batch(records, RECORD_KEYS))
     assert tuple(batch) == PREPARED_KEYS
     return list(rows_of(batch))
@@ -163,7 +165,7 @@ def test_prepare_turns_a_jpeg_into_working_size_pixels_with_the_original_size():
         expected = np.asarray(image.convert("RGB").resize(WORK[::-1], Image.Resampling.BILINEAR))
     assert np.abs(row["pixels"].astype(int) - expected.astype(int)).max() <= 2
     assert row["data"] == b""  # bytes are dropped when cut-outs do not need them
-    assert row["decode_seconds"] >= 0.0
+    assert row["decode_seconds"] > 0.0
     assert (row["id"], row["uri"], row["version"]) == ("id-a/b.jpg", "/in/a/b.jpg", "v1")
 
 
@@ -210,7 +212,7 @@ def test_prepare_passes_an_earlier_error_through():
 @pytest.fixture(scope="module")
 def inferred() -> tuple[list[dict], list[dict]]:
     """One forward pass of random lite weights at 64 x 64 on CPU, for an ok row and an error row."""
-    stage = InferenceStage("random", "lite", (64, 64), "cpu", "float32", S3Options())
+    stage = InferenceStage("random", "lite", WORK, "cpu", "float32", S3Options())
     ok = {
         **_record("ok.jpg"),
         "pixels": _smooth_rgb(*WORK),
@@ -244,7 +246,7 @@ def test_inference_gives_uint8_probabilities_at_working_size(inferred):
 def test_inference_records_the_model_identity(inferred):
     _, out = inferred
     for row in out:
-        assert (row["weights"], row["weights_source"], row["dtype"]) == ("random", "random", "float32")
+        assert (row["weights_sha256"], row["weights_source"], row["dtype"]) == ("random", "random", "float32")
 
 
 def test_inference_passes_error_rows_through(inferred):
@@ -266,7 +268,7 @@ def test_inference_output_does_not_carry_input_pixels(inferred):
 
 
 def _finish(root: Path, rows: list[dict], outputs=("mask",)) -> dict[str, np.ndarray]:
-    run = run_ref("run-1", "lite", (64, 64))
+    run = run_ref("run-1", "lite", WORK)
     stage = FinishStage(str(root), list(outputs), refine_foreground=False, s3=S3Options(), run=run)
     return stage(column_batch(rows, INFERRED_KEYS))
 
@@ -296,6 +298,7 @@ def test_finish_writes_one_manifest_part_with_status_and_quality(tmp_path):
         _inferred("dir/a.jpg", height=50, width=80, probs=probs),
         _inferred("bad.jpg", height=0, width=0, error="/in/bad.jpg: cannot decode image"),
     ]
+    started = datetime.now(UTC)
     out = _finish(tmp_path, rows)
     assert out["status"].tolist() == ["ok", "error"]
     assert out["error"].tolist() == ["", "/in/bad.jpg: cannot decode image"]
@@ -319,9 +322,9 @@ def test_finish_writes_one_manifest_part_with_status_and_quality(tmp_path):
     assert ok["foreground_fraction"] == pytest.approx(np.mean(p >= 0.5), abs=1e-6)
     assert ok["is_empty"] is False and ok["is_full"] is False
     assert (ok["run_id"], ok["variant"], ok["resolution"]) == ("run-1", "lite", "64x64")
-    assert (ok["weights"], ok["weights_source"], ok["dtype"]) == ("random", "random", "float32")
+    assert (ok["weights_sha256"], ok["weights_source"], ok["dtype"]) == ("random", "random", "float32")
     assert ok["decode_seconds"] == pytest.approx(0.25) and ok["infer_seconds"] == pytest.approx(0.5)
-    assert ok["encode_seconds"] >= 0.0 and ok["processed_at"] is not None
+    assert ok["encode_seconds"] > 0.0 and started <= ok["processed_at"] <= datetime.now(UTC)
 
     bad = table["id-bad.jpg"]
     assert bad["status"] == "error"
@@ -389,9 +392,9 @@ def test_fast_jpeg_path_matches_pillow(mode):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees on display
     data = _jpeg_with(object_scene(120, 80, 3).convert(mode), exif=exif.tobytes())
-    stage = PrepareStage("lite", (64, 64), keep_bytes=False, max_pixels=10**7)
+    stage = PrepareStage("lite", Size(64, 64), keep_bytes=False, max_pixels=10**7)
     fast = stage._prepare(data, "x.jpg")
     rgb = to_rgb_uint8(decode_image(data, "x.jpg"))
     assert (fast["height"], fast["width"]) == rgb.shape[:2] == (120, 80)
-    reference = prepare_image(rgb, (64, 64)).astype(int)
+    reference = prepare_image(rgb, Size(64, 64)).astype(int)
     assert np.abs(fast["pixels"].astype(int) - reference).max() <= 3

@@ -1,4 +1,4 @@
-"""Deterministic weight fill and input of the numerical-parity fixture (test data generator).
+"""Deterministic weight fill, model and input of the numerical-parity fixture (test data generator).
 
 Re-implemented from the algorithm described with the fixture: each floating tensor is drawn
 from a generator seeded with the CRC32 of its key, scaled by the kind of tensor it is.
@@ -12,6 +12,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 
+from birefnet_core import BiRefNet, create_model
 from birefnet_core.variants import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -45,3 +46,10 @@ def det_input(batch: int, h: int, w: int, seed: int) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (img.clamp(0, 1) - mean) / std
+
+
+def det_model(backbone: str = "swin_v1_t") -> BiRefNet:
+    """A BiRefNet with the fixture's deterministic weights: same numbers on every machine, no download."""
+    model = create_model(backbone)
+    model.load_state_dict(det_weights(model.state_dict()), strict=True)
+    return model

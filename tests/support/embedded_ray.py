@@ -1,7 +1,6 @@
 """``embedded_ray``: a small in-process local Ray (``ray.init``) for the whole test session.
 
-Register it from ``tests/conftest.py`` with ``from tests.ray_fixtures import embedded_ray  # noqa: F401``
-(or ``pytest_plugins = ["tests.ray_fixtures"]`` in the top-level conftest).
+A pytest plugin, registered in ``tests/conftest.py``.
 
 Ray 2.60 turns token auth on by default for a new local ``ray.init()`` when ``RAY_AUTH_MODE`` is
 unset: it then sets ``RAY_AUTH_MODE=token`` in ``os.environ`` and, if no token exists, writes one
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.ray_cluster import kill_processes_with_env
+from tests.support.ray_cluster import kill_processes_with_env
 
 EMBEDDED_NUM_CPUS = 2
 EMBEDDED_OBJECT_STORE_BYTES = 192 * 1024**2

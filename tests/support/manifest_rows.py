@@ -19,7 +19,7 @@ def ok_row(item: str, run_id: str = "run-1", when: datetime | None = T0, **extra
         "status": "ok",
         "mask_uri": f"s3://bucket/out/masks/{item}.png",
         "variant": "general",
-        "weights": "random",
+        "weights_sha256": "random",
         "resolution": "1024x1024",
         "dtype": "float16",
         "decode_seconds": 0.01,

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from connectors.synthetic import encode_image, object_scene
-from tests.rasters import make_geotiff
+from tests.support.geotiff_scenes import make_geotiff
 
 #: Inputs that must come out `ok`, by relative path.
 GOOD_IMAGES = (

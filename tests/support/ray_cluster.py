@@ -47,7 +47,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.ports import free_ports
+from tests.support.ports import free_ports
 
 START_TIMEOUT_S = 90.0
 STOP_GRACE_S = 40.0
@@ -77,7 +77,7 @@ _SCRUBBED_ENV = (
     "RAY_AUTH_TOKEN_PATH",
     "RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES",
     "RAY_RUNTIME_ENV_IGNORE_GITIGNORE",
-    "RAY_TEST_EMBEDDED_ID",  # tests.ray_fixtures' marker for its own processes
+    "RAY_TEST_EMBEDDED_ID",  # the embedded_ray fixture's marker for its own processes
 )
 
 

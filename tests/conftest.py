@@ -1,0 +1,3 @@
+"""Registers the fixtures of ``tests/support`` for every test."""
+
+pytest_plugins = ["tests.support.seaweedfs", "tests.support.embedded_ray", "tests.support.devices"]
