@@ -80,8 +80,26 @@ class Decoder(nn.Module):
         d2 = resize(p3, f2.shape[2:]) + self.lateral_block3(f2)
         p2 = self._gradient_attention(self.decoder_block2(self._with_patches(d2, x, self.ipt_blk3)), 2)
         d1 = resize(p2, f1.shape[2:]) + self.lateral_block2(f1)
-        p1 = resize(self.decoder_block1(self._with_patches(d1, x, self.ipt_blk2)), x.shape[2:])
-        return self.conv_out1(self._with_patches(p1, x, self.ipt_blk1))
+        return self._logits(self.decoder_block1(self._with_patches(d1, x, self.ipt_blk2)), x)
+
+    def _logits(self, p1: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """conv_out1(cat[resize(p1, full size), ipt_blk1(x)]) without the full-size concatenation.
+
+        Two exact rewrites of the released network's head: bilinear resizing commutes with the 1x1
+        output convolution (both are linear per pixel and resize weights sum to one), so `p1` is
+        projected to one channel at stride 4 before it is upsampled; and ipt_blk1's second 3x3
+        convolution feeds the 1x1 head with no activation between, so the two fold into one 3x3
+        convolution with a single output. At 1024^2 this skips upsampling 2C channels to full
+        size, a 64->C/4 full-size 3x3 convolution and a concatenation of both.
+        """
+        head = self.conv_out1[0]
+        projection = head.weight[:, : p1.shape[1]]
+        patch_weight = head.weight[:, p1.shape[1] :, 0, 0]
+        patch_conv = self.ipt_blk1.conv_out
+        fused_weight = torch.einsum("oc,cikl->oikl", patch_weight, patch_conv.weight)
+        fused_bias = head.bias + patch_weight @ patch_conv.bias
+        patches = F.conv2d(self.ipt_blk1.conv1(x), fused_weight, fused_bias, padding=patch_conv.padding)
+        return resize(F.conv2d(p1, projection), x.shape[2:]) + patches
 
 
 class _Lateral(nn.Module):

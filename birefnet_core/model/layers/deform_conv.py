@@ -22,7 +22,7 @@ def deform_conv2d_torch(
     weight: torch.Tensor,
     mask: torch.Tensor,
     padding: int,
-    chunk_bytes: int = 64 << 20,
+    chunk_bytes: int = 256 << 20,
 ) -> torch.Tensor:
     """Stride-1, dilation-1, single-group modulated deformable convolution.
 
@@ -56,16 +56,32 @@ def deform_conv2d_torch(
     source = x.float()
     weight_matrix = weight.reshape(out_channels, channels * taps).to(x.dtype)
 
-    out = x.new_empty(batch, out_channels, positions)
     step = max(1, chunk_bytes // (4 * channels * taps * batch))
+    if step >= positions:
+        return _modulated_columns_product(source, grid, modulation, weight_matrix, x.dtype).view(
+            batch, out_channels, out_h, out_w
+        )
+    out = x.new_empty(batch, out_channels, positions)
     for start in range(0, positions, step):
         window = slice(start, start + step)
-        columns = F.grid_sample(
-            source, grid[:, :, window], mode="bilinear", padding_mode="zeros", align_corners=False
+        out[..., window] = _modulated_columns_product(
+            source, grid[:, :, window], modulation[..., window], weight_matrix, x.dtype
         )
-        columns = (columns * modulation[..., window]).to(x.dtype).reshape(batch, channels * taps, -1)
-        out[..., window] = torch.matmul(weight_matrix, columns)
     return out.view(batch, out_channels, out_h, out_w)
+
+
+def _modulated_columns_product(
+    source: torch.Tensor,
+    grid: torch.Tensor,
+    modulation: torch.Tensor,
+    weight_matrix: torch.Tensor,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """weight_matrix @ (bilinear samples of `source` at `grid`, scaled by `modulation`)."""
+    batch, channels = source.shape[:2]
+    columns = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    columns = columns.mul_(modulation).to(dtype).reshape(batch, channels * grid.shape[1], -1)
+    return torch.matmul(weight_matrix, columns)
 
 
 def select_deform_kernel(x: torch.Tensor, preference: str = "auto") -> str:
@@ -101,9 +117,19 @@ class DeformableConv2d(nn.Module):
         self.modulator_conv = nn.Conv2d(in_channels, taps, kernel_size, padding=padding, bias=True)
         self.regular_conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False)
 
+    def offsets_and_modulation(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both predictions from one convolution over `x` (the two convolutions' filters stacked),
+        which reads the input once instead of twice; exact, since each output channel is its own
+        filter."""
+        taps = self.modulator_conv.out_channels
+        weight = torch.cat((self.offset_conv.weight, self.modulator_conv.weight))
+        bias = torch.cat((self.offset_conv.bias, self.modulator_conv.bias))
+        both = F.conv2d(x, weight, bias, padding=self.padding)
+        offset, modulator = both.split((2 * taps, taps), dim=1)
+        return offset, 2.0 * torch.sigmoid(modulator)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        offset = self.offset_conv(x)
-        mask = 2.0 * torch.sigmoid(self.modulator_conv(x))
+        offset, mask = self.offsets_and_modulation(x)
         weight = self.regular_conv.weight
         if select_deform_kernel(x, self.kernel) == "torch":
             return deform_conv2d_torch(x, offset, weight, mask, self.padding)
