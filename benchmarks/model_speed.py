@@ -8,6 +8,7 @@ unless --weights is given, so agreement is measured on logits as well as on thre
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import time
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.dtypes.split(","):
         dtype = parse_dtype(name)
         predictor = Predictor(
-            model,
+            copy.deepcopy(model),
             size=Size(args.size, args.size),
             device=args.device,
             dtype=dtype,

@@ -8,6 +8,7 @@ to the accelerator, where `normalize_batch` turns it into the float input.
 from __future__ import annotations
 
 import warnings
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -134,9 +135,18 @@ def normalize_batch(
 
     One converting copy into NCHW, then an in-place multiply-add ((x/255 - m)/s == x * a + b).
     """
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=pixels.device).view(1, 3, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], device=pixels.device).view(
-        1, 3, 1, 1
-    )
+    scale, shift = _normalization_constants(tuple(mean), tuple(std), pixels.device)
     x = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
     return x.mul_(scale).add_(shift).to(dtype)
+
+
+@lru_cache(maxsize=16)
+def _normalization_constants(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, b) of x * a + b on `device`, made once: building them per batch would be a blocking
+    host-to-device copy in front of every accelerator batch."""
+    with torch.inference_mode(False):
+        scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1)
+        shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]).view(1, 3, 1, 1)
+        return scale.to(device), shift.to(device)

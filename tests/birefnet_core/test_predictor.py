@@ -1,3 +1,4 @@
+import copy
 import logging
 
 import numpy as np
@@ -7,7 +8,7 @@ from PIL import Image
 
 from birefnet_core import get_variant
 from birefnet_core.precision import resolve_compute_dtype
-from birefnet_core.predictor import Predictor, group_by_shape
+from birefnet_core.predictor import Predictor, group_by_shape, padded_batch_size
 from birefnet_core.size import Size
 from tests.support.deterministic_weights import det_model
 from tests.support.disc_images import disc_on_texture
@@ -77,7 +78,8 @@ def test_batching_does_not_change_results(model):
 def test_bfloat16_agrees_with_float32(model):
     images = [disc_on_texture(128, 160, 8), disc_on_texture(96, 96, 9)]
     fp32 = Predictor(model, size=Size(128, 128)).predict(images)
-    bf16_predictor = Predictor(model, size=Size(128, 128), dtype="bf16", strict_dtype=True)
+    # A model of its own: a bfloat16 Predictor converts the weights it is given in place.
+    bf16_predictor = Predictor(det_model(), size=Size(128, 128), dtype="bf16", strict_dtype=True)
     assert bf16_predictor.dtype == torch.bfloat16
     bf16 = bf16_predictor.predict(images)
     for a, b in zip(fp32, bf16, strict=True):
@@ -160,3 +162,86 @@ def test_unreadable_array_shapes_are_refused(model):
         predictor.prepare(np.zeros((4, 4, 2), np.uint8))
     with pytest.raises(ValueError, match="zero size"):
         predictor.prepare(np.zeros((0, 4, 3), np.uint8))
+
+
+def test_ragged_batches_pad_to_a_few_fixed_sizes():
+    assert [padded_batch_size(n, 8) for n in range(1, 9)] == [1, 2, 4, 4, 8, 8, 8, 8]
+    assert [padded_batch_size(n, 6) for n in range(1, 7)] == [1, 2, 4, 4, 6, 6]
+
+
+def _batch_sizes_seen(predictor: Predictor) -> list[int]:
+    """Batch sizes the model is called with (hooks on a Predictor of its own model copy)."""
+    seen: list[int] = []
+    predictor.model.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    return seen
+
+
+def test_padded_batches_give_the_unpadded_results(model):
+    pixels = np.stack([disc_on_texture(64, 64, s) for s in range(7)])
+    plain = Predictor(model, size=Size(64, 64)).infer_batches(pixels, batch_size=4)
+    padded = Predictor(copy.deepcopy(model), size=Size(64, 64), pad_batches=True)
+    seen = _batch_sizes_seen(padded)
+    np.testing.assert_allclose(padded.infer_batches(pixels, batch_size=4), plain, atol=1e-5)
+    assert seen == [4, 4]  # 7 = 4 + 3, the 3 padded to 4
+    padded.warm_up(batch_size=4)
+    assert seen[2:] == [1, 2, 4]
+
+
+def _run_out_of_memory_above(predictor: Predictor, limit: int) -> list[int]:
+    """Make the model (a copy of its own) raise the allocator's OutOfMemoryError above `limit`."""
+    attempts: list[int] = []
+
+    def forward(module, args):
+        attempts.append(args[0].shape[0])
+        if args[0].shape[0] > limit:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (batch {args[0].shape[0]})")
+
+    predictor.model.register_forward_pre_hook(forward)
+    return attempts
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_smaller_size(model, caplog):
+    pixels = np.stack([disc_on_texture(64, 64, s) for s in range(5)])
+    want = Predictor(model, size=Size(64, 64)).infer_batches(pixels, batch_size=1)
+    predictor = Predictor(copy.deepcopy(model), size=Size(64, 64))
+    attempts = _run_out_of_memory_above(predictor, limit=2)
+    with caplog.at_level(logging.WARNING):
+        got = predictor.infer_batches(pixels, batch_size=8)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert attempts == [5, 2, 2, 1]  # the 5 fail together, then run as 2 + 2 + 1
+    assert predictor.max_batch == 2 and "halving" in caplog.text
+    attempts.clear()
+    predictor.infer_batches(pixels[:4], batch_size=8)
+    assert attempts == [2, 2]  # the smaller size is kept: no second failure
+
+
+def test_out_of_memory_at_batch_one_and_other_errors_are_raised(model):
+    predictor = Predictor(copy.deepcopy(model), size=Size(64, 64))
+    _run_out_of_memory_above(predictor, limit=0)
+    with pytest.raises(torch.OutOfMemoryError):
+        predictor.infer_batches(np.zeros((2, 64, 64, 3), np.uint8), batch_size=2)
+    broken = Predictor(copy.deepcopy(model), size=Size(64, 64))
+    broken.model.register_forward_pre_hook(
+        lambda module, args: (_ for _ in ()).throw(RuntimeError("CUDA error: illegal address"))
+    )
+    with pytest.raises(RuntimeError, match="illegal address"):
+        broken.infer_batches(np.zeros((2, 64, 64, 3), np.uint8), batch_size=2)
+    assert broken.max_batch is None
+
+
+def test_bfloat16_converts_the_weights_instead_of_autocasting():
+    predictor = Predictor(det_model(), size=Size(64, 64), dtype="bf16", strict_dtype=True)
+    assert predictor.weights_dtype == torch.bfloat16
+    assert {p.dtype for p in predictor.model.parameters()} == {torch.bfloat16}
+    assert (
+        Predictor(det_model(), size=Size(64, 64), dtype="fp16", strict_dtype=True).weights_dtype
+        == torch.float32
+    )
+
+
+def test_out_of_memory_backs_off_from_the_padded_size_down_to_one(model):
+    pixels = np.stack([disc_on_texture(64, 64, s) for s in range(3)])
+    predictor = Predictor(copy.deepcopy(model), size=Size(64, 64), pad_batches=True)
+    attempts = _run_out_of_memory_above(predictor, limit=1)
+    assert predictor.infer_batches(pixels, batch_size=8).shape == (3, 64, 64)
+    assert attempts == [4, 2, 1, 1, 1]  # 3 padded to 4, halved to 2 (fails), then 1 at a time
