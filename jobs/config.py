@@ -62,13 +62,28 @@ class SegmentConfig(StorageOptions, RayOptions):
         None, ge=1, description="Torch threads of a CPU inference actor; default: all cores of its node."
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Where inference runs; auto = cuda when the cluster has GPUs."
+        "auto",
+        description="Where inference runs; auto = cuda when GPUs are there or an autoscaling cluster adds them in time, else cpu.",
+    )
+    gpu_wait_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="How long device auto waits on a cluster for requested GPU nodes before running on CPU.",
     )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto",
         description="Compute dtype; auto = float16 on cuda, bfloat16 on CPUs with AMX/AVX512-BF16, else float32.",
     )
     compile: bool = Field(False, description="torch.compile the model in each actor.")
+    compile_scope: Literal["model", "backbone"] = Field(
+        "model", description="What compile covers: the whole model, or the Swin backbone only."
+    )
+    cuda_graphs: bool = Field(
+        False, description="Replay each padded batch shape as a CUDA graph (torch.compile reduce-overhead)."
+    )
+    tf32: bool = Field(
+        False, description="Allow TF32 matmuls and convolutions for float32 on CUDA (faster, less exact)."
+    )
     channels_last: bool = Field(False, description="Run convolutions in channels-last memory format.")
     tile_size: int | None = Field(
         None, ge=32, description="Scene tiles (px, multiple of 32); default: the variant's working size."
@@ -234,6 +249,25 @@ class SegmentConfig(StorageOptions, RayOptions):
             raise ValueError(
                 f"tile_overlap {self.tile_overlap} must be at most half of tile_size {self.tile_size}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _device_matches_gpus(self) -> SegmentConfig:
+        gpus = self.num_gpus_per_actor
+        if self.device == "cuda" and gpus == 0:
+            raise ValueError(
+                "--device cuda with --num-gpus-per-actor 0: Ray hides every GPU from an actor that reserves none"
+            )
+        if self.device == "cpu" and gpus:
+            raise ValueError(
+                f"--device cpu with --num-gpus-per-actor {gpus:g} would reserve GPUs it never uses"
+            )
+        if gpus is not None and gpus > 1 and not float(gpus).is_integer():
+            raise ValueError(
+                f"--num-gpus-per-actor {gpus:g}: Ray shares GPUs only as fractions below 1 or whole GPUs"
+            )
+        if self.cuda_graphs and self.device == "cpu":
+            raise ValueError("--cuda-graphs needs --device cuda (or auto on a machine with GPUs)")
         return self
 
     @property

@@ -20,7 +20,7 @@ from birefnet_core.runtime import ALLOCATOR_ENV
 
 from .errors import JobError
 
-__all__ = ["STAGE_OPTIONS", "Needs", "ResourceError", "ensure_resources", "start_ray"]
+__all__ = ["STAGE_OPTIONS", "Needs", "ResourceError", "choose_device", "ensure_resources", "start_ray"]
 
 log = logging.getLogger(__name__)
 
@@ -108,3 +108,36 @@ def ensure_resources(needs: Needs, embedded: bool, wait_s: float = CLUSTER_WAIT_
             f"{where} cannot run this job: it needs at least {' and '.join(short)} for {needs.what}; "
             f"{hint} or lower --concurrency"
         )
+
+
+def choose_device(requested: str, embedded: bool, gpus_per_actor: float | None, wait_s: float) -> str:
+    """'cpu' or 'cuda' for ``--device``; 'auto' asks for a GPU instead of judging by what is up now.
+
+    An autoscaling cluster often starts with no GPU node and adds one only when asked, so a
+    cluster without GPUs is asked for one (``request_resources``) and given ``wait_s`` to
+    provide it before the job settles for CPU. An embedded Ray has what this machine has.
+    """
+    if requested != "auto":
+        return requested
+    if gpus_per_actor is not None:
+        return "cuda" if gpus_per_actor > 0 else "cpu"
+    if _gpus() > 0:
+        return "cuda"
+    if embedded or wait_s <= 0:
+        return "cpu"
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[{"GPU": 1}])
+    log.warning("--device auto: the cluster has no GPU yet; asked for one, waiting up to %.0f s", wait_s)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(min(_POLL_S, wait_s))
+        if _gpus() > 0:
+            return "cuda"
+    request_resources(bundles=[])
+    log.warning("--device auto: no GPU node joined within %.0f s; running on CPU", wait_s)
+    return "cpu"
+
+
+def _gpus() -> float:
+    return ray.cluster_resources().get("GPU", 0)

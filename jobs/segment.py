@@ -33,7 +33,7 @@ from .config import SegmentConfig
 from .errors import EXIT_FAILURES, EXIT_JOB_ERROR, EXIT_OK, one_line, traceback_text
 from .listing import list_inputs
 from .pipelines import Runtime, image_pipeline, run_scenes
-from .ray_startup import STAGE_OPTIONS, Needs, ensure_resources, start_ray
+from .ray_startup import STAGE_OPTIONS, Needs, choose_device, ensure_resources, start_ray
 from .scene_stages import ScenePlan, plan_candidate, scene_error_row
 from .segment_stages import run_ref, status_columns
 
@@ -135,12 +135,6 @@ def _check_weights(config: SegmentConfig) -> None:
         raise WeightsNotFoundError(f"weights {source!r} do not exist")
 
 
-def _device(config: SegmentConfig) -> str:
-    if config.device != "auto":
-        return config.device
-    return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
-
-
 def pipeline_needs(config: SegmentConfig, gpus_per_actor: float) -> Needs:
     """The smallest actor pool plus one CPU for the read, decode and write tasks."""
     actors = config.concurrency[0]
@@ -180,7 +174,7 @@ def _write_json(uri: str, data: dict, config: SegmentConfig) -> None:
 def _execute(config: SegmentConfig, files: RunFiles, summary: RunSummary) -> None:
     """Everything between start-up and the summary: listing, skipping, both pipelines, compaction."""
     embedded = not (config.ray_address or os.environ.get("RAY_ADDRESS"))
-    device = _device(config)
+    device = choose_device(config.device, embedded, config.num_gpus_per_actor, config.gpu_wait_seconds)
     dtype = config.resolved_dtype(device, cpu_has_native_bf16())
     gpus = config.num_gpus_per_actor if config.num_gpus_per_actor is not None else float(device == "cuda")
     ensure_resources(pipeline_needs(config, gpus), embedded=embedded)

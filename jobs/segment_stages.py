@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -163,6 +163,9 @@ class InferenceStage:
         weights_sha256: str | None = None,
         batch_size: int = 4,
         compile: bool = False,
+        compile_scope: Literal["model", "backbone"] = "model",
+        cuda_graphs: bool = False,
+        tf32: bool = False,
         channels_last: bool = False,
         cpu_threads: int | None = None,
     ) -> None:
@@ -178,9 +181,16 @@ class InferenceStage:
             device=device,
             dtype=dtype,
             compile=compile,
+            compile_scope=compile_scope,
+            cuda_graphs=cuda_graphs,
+            tf32=tf32,
             channels_last=channels_last,
         )
         self.batch_size = batch_size
+        if device == "cuda" or compile or cuda_graphs:
+            # Compilation, autotuning and CUDA's lazy start-up belong to start-up, not to the
+            # first batch (whose rows would carry minutes of infer_seconds).
+            self.predictor.warm_up(batch_size)
         self.identity = {
             "weights_sha256": model.weights.sha256,
             "weights_source": model.weights.source,

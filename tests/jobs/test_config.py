@@ -73,6 +73,27 @@ def test_output_must_differ_from_input():
         parse_args(["--input", "data/", "--output", "data"])
 
 
+@pytest.mark.parametrize(
+    ("flags", "complaint"),
+    [
+        (["--device", "cuda", "--num-gpus-per-actor", "0"], "Ray hides every GPU"),
+        (["--device", "cpu", "--num-gpus-per-actor", "1"], "reserve GPUs it never uses"),
+        (["--num-gpus-per-actor", "1.5"], "fractions below 1 or whole GPUs"),
+        (["--device", "cpu", "--cuda-graphs"], "--cuda-graphs needs --device cuda"),
+    ],
+)
+def test_device_and_gpu_count_must_agree(flags, complaint):
+    with pytest.raises(ConfigError, match=complaint) as err:
+        parse_args([*BASE, *flags])
+    assert "\n" not in str(err.value)
+
+
+def test_consistent_device_settings_are_accepted():
+    assert parse_args([*BASE, "--device", "cuda", "--num-gpus-per-actor", "0.5"]).num_gpus_per_actor == 0.5
+    assert parse_args([*BASE, "--device", "cuda", "--num-gpus-per-actor", "2"]).num_gpus_per_actor == 2
+    assert parse_args([*BASE, "--device", "cpu", "--num-gpus-per-actor", "0"]).device == "cpu"
+
+
 def test_auto_dtype_follows_the_hardware():
     config = parse_args(BASE)
     assert config.resolved_dtype("cuda", cpu_native_bf16=False) == "float16"
