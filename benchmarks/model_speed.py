@@ -1,7 +1,8 @@
 """Forward seconds per image for one backbone, size, dtype set and thread count; prints JSON.
 
-Compares float32 with bfloat16 (autocast, forced even without hardware support so the ratio
-is real) in one process, and reports how well the two masks agree. Random weights are used
+Compares float32 with bfloat16 (weights converted, forced even without hardware support so the
+ratio is real) in one process, for each backend asked for (the first one fills
+`seconds_per_image`), and reports how well the two masks agree. Random weights are used
 unless --weights is given, so agreement is measured on logits as well as on thresholded masks.
 """
 
@@ -10,11 +11,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import time
 
 import numpy as np
 import torch
+from machine import machine  # benchmarks/machine.py, beside this file
 
 from birefnet_core import load_model
 from birefnet_core.precision import cpu_has_native_bf16, dtype_name, parse_dtype
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--weights", default="random", help="weights source (default: seeded random)")
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument(
+        "--backends", default="eager", help="comma list of eager, channels_last, compile, compile_backbone"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -63,26 +66,38 @@ def main(argv: list[str] | None = None) -> None:
         "batch": args.batch,
         "threads": args.threads,
         "device": args.device,
-        "cpu": platform.processor() or platform.machine(),
+        "machine": machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_native_bf16": cpu_has_native_bf16(),
         "torch": torch.__version__,
         "seconds_per_image": {},
     }
+    backends = {
+        "eager": {},
+        "channels_last": {"channels_last": True},
+        "compile": {"compile": True},
+        "compile_backbone": {"compile": True, "compile_scope": "backbone"},
+    }
+    result["seconds_per_image_by_backend"] = {}
     outputs = {}
     for name in args.dtypes.split(","):
         dtype = parse_dtype(name)
-        predictor = Predictor(
-            copy.deepcopy(model),
-            size=Size(args.size, args.size),
-            device=args.device,
-            dtype=dtype,
-            strict_dtype=True,
-            channels_last=args.channels_last,
-        )
-        seconds, probs = _time_forward(predictor, pixels, args.repeats, args.warmup)
-        result["seconds_per_image"][dtype_name(dtype)] = round(seconds, 4)
-        outputs[dtype_name(dtype)] = probs
+        for backend in args.backends.split(","):
+            predictor = Predictor(
+                copy.deepcopy(model),
+                size=Size(args.size, args.size),
+                device=args.device,
+                dtype=dtype,
+                strict_dtype=True,
+                **backends[backend],
+            )
+            seconds, probs = _time_forward(predictor, pixels, args.repeats, args.warmup)
+            result["seconds_per_image_by_backend"].setdefault(backend, {})[dtype_name(dtype)] = round(
+                seconds, 4
+            )
+            if backend == args.backends.split(",")[0]:
+                result["seconds_per_image"][dtype_name(dtype)] = round(seconds, 4)
+                outputs[dtype_name(dtype)] = probs
     if {"float32", "bfloat16"} <= outputs.keys():
         fp32, bf16 = outputs["float32"] > 0.5, outputs["bfloat16"] > 0.5
         union = np.logical_or(fp32, bf16).sum()

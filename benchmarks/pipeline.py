@@ -88,19 +88,28 @@ def stage_costs(folder: Path, output: Path, resolution: int) -> dict[str, float]
     return per_image
 
 
-def throughput(folder: Path, output: Path, resolution: int, batch: int) -> dict[str, float]:
-    """End-to-end Ray job images/s against the model alone on the same machine."""
+def throughput(
+    folder: Path,
+    output: Path,
+    resolution: int,
+    batch: int,
+    variant: str = "lite",
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> dict[str, float]:
+    """End-to-end Ray job images/s against the model alone (`Predictor.infer_batches` on ready
+    pixels, same variant, device, dtype and batch size) on the same machine."""
     config = build_config(
         SegmentConfig,
         {
             "input": str(folder),
             "output": str(output),
-            "variant": "lite",
+            "variant": variant,
             "weights": "random",
             "resolution": (resolution, resolution),
             "batch_size": batch,
-            "device": "cpu",
-            "dtype": "float32",
+            "device": device,
+            "dtype": dtype,
             "skip_existing": False,
             "object_store_memory": 300 * 1024 * 1024,
         },
@@ -110,14 +119,16 @@ def throughput(folder: Path, output: Path, resolution: int, batch: int) -> dict[
     from birefnet_core.predictor import Predictor
 
     set_cpu_threads(os.cpu_count() or 1)  # the stage measurements above capped this process at one
-    predictor = Predictor(load_model("random", variant="lite"), size=Size(resolution, resolution))
-    pixels = np.random.default_rng(0).integers(0, 256, (batch, resolution, resolution, 3), dtype=np.uint8)
-    predictor.infer(pixels)
+    predictor = Predictor(
+        load_model("random", variant=variant), size=Size(resolution, resolution), device=device, dtype=dtype
+    )
+    pixels = np.random.default_rng(0).integers(
+        0, 256, (max(summary.ok, batch), resolution, resolution, 3), dtype=np.uint8
+    )
+    predictor.infer_batches(pixels[:batch], batch)
     started = time.perf_counter()
-    rounds = max(1, summary.ok // batch)
-    for _ in range(rounds):
-        predictor.infer(pixels)
-    model_only = rounds * batch / (time.perf_counter() - started)
+    predictor.infer_batches(pixels, batch)
+    model_only = len(pixels) / (time.perf_counter() - started)
     return {
         "end_to_end_images_per_second": round(summary.images_per_second, 3),
         "model_only_images_per_second": round(model_only, 3),

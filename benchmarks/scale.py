@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
+from machine import machine  # benchmarks/machine.py, beside this file
 from ray import cloudpickle
 
 from birefnet_core.size import Size
@@ -178,13 +178,6 @@ def simulated_nights(n: int, nights: int) -> dict[str, float | int]:
             compact_manifest(out)
         return {"nights": nights, "startup_load_s_night_1": round(loads[0], 3),
                 "startup_load_s_night_last": round(loads[-1], 3)}  # fmt: skip
-
-
-def machine() -> str:
-    flags = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if "model name" in line), "?")
-    extra = [f for f in ("avx512_bf16", "amx_tile", "avx2") if f in flags]
-    return f"{model}, {os.cpu_count()} cores, {' '.join(extra)}, {platform.python_version()}"
 
 
 def main() -> None:

@@ -1,0 +1,39 @@
+"""The speed scripts run as documented (`python benchmarks/NAME.py`) and print JSON naming the
+machine; the GPU one skips cleanly where there is no CUDA."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).parents[2]
+
+
+def _run(script: str, *args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout[done.stdout.index("{") :])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the benchmark really runs (minutes)")
+def test_gpu_throughput_skips_cleanly_without_cuda():
+    result = _run("gpu_throughput.py")
+    assert result == {
+        "benchmark": "gpu_throughput",
+        "skipped": "no CUDA device (torch.cuda.is_available() is False)",
+    }
+
+
+def test_model_speed_reports_seconds_per_dtype_and_backend_with_the_machine():
+    result = _run(
+        "model_speed.py", "--backbone", "swin_v1_t", "--size", "64", "--dtypes", "float32",
+        "--backends", "eager,channels_last", "--repeats", "1", "--warmup", "0", "--threads", "1",
+    )  # fmt: skip
+    assert result["seconds_per_image"]["float32"] > 0
+    assert set(result["seconds_per_image_by_backend"]) == {"eager", "channels_last"}
+    assert "cores" in result["machine"]
