@@ -26,3 +26,22 @@ def test_kuberay_job_runs_the_segmentation_entrypoint_with_an_existing_config():
 def test_cluster_launcher_config_parses():
     cluster = yaml.safe_load((INFRA / "cluster.yaml").read_text())
     assert cluster["head_node_type"] in cluster["available_node_types"]
+
+
+def _pins() -> dict[str, str]:
+    lines = (INFRA / "constraints.txt").read_text().splitlines()
+    return dict(line.split("==") for line in lines if line and not line.startswith("#"))
+
+
+def test_the_image_installs_the_torch_and_ray_the_tests_ran_on():
+    import ray
+    import torch
+    import torchvision
+
+    assert _pins() == {
+        "torch": torch.__version__.split("+")[0],
+        "torchvision": torchvision.__version__.split("+")[0],
+    }
+    dockerfile = (INFRA / "Dockerfile").read_text()
+    assert "-c infra/constraints.txt" in dockerfile
+    assert f"FROM rayproject/ray:{ray.__version__}-py311-gpu" in dockerfile
