@@ -231,8 +231,8 @@ def load_model(
 
     `variant_or_source` is a variant name (see `VARIANTS`), a local path, a URI (read with
     `opener`) or "random" (seeded random weights, for smoke tests). `variant` names the release a file belongs to, so its working size travels with the
-    model and its backbone is checked against the file. `dtype` is the parameter dtype; for mixed
-    precision keep float32 and let the predictor autocast. The returned model carries `.variant`
+    model and its backbone is checked against the file. `dtype` is the parameter dtype; keep float32 and
+    let the Predictor convert it (bfloat16) or autocast (float16). The returned model carries `.variant`
     (a `Variant` or None) and `.weights` (a `WeightsInfo`).
     """
     requested = (

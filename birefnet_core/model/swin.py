@@ -28,6 +28,9 @@ __all__ = [
 ]
 
 SHIFT_MASK_VALUE = -100.0
+#: Attention biases kept per block: BiRefNet runs the backbone at two scales per forward, and a
+#: tiled scene adds its context pass.
+BIAS_CACHE_SHAPES = 4
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,7 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        self._bias_cache: tuple[tuple, torch.Tensor] | None = None
+        self._bias_cache: dict[tuple, torch.Tensor] = {}
 
     def position_bias(self) -> torch.Tensor:
         """(heads, N, N) relative-position bias."""
@@ -200,8 +203,8 @@ class WindowAttention(nn.Module):
             table = self.relative_position_bias_table
             version = None if table.is_inference() else table._version
             key = (shape_key, dtype, table.device, table.data_ptr(), version)
-            if self._bias_cache is not None and self._bias_cache[0] == key:
-                return self._bias_cache[1]
+            if key in self._bias_cache:
+                return self._bias_cache[key]
         bias = self.position_bias().to(dtype)
         if shift_mask is None:
             bias = bias.unsqueeze(0).contiguous()
@@ -209,7 +212,9 @@ class WindowAttention(nn.Module):
             n = bias.shape[-1]
             bias = (shift_mask.to(dtype) + bias).contiguous().view(1, -1, n, n)
         if reusable:
-            self._bias_cache = (key, bias)
+            if len(self._bias_cache) >= BIAS_CACHE_SHAPES:
+                self._bias_cache.pop(next(iter(self._bias_cache)))
+            self._bias_cache[key] = bias
         return bias
 
     def attend(self, qkv: torch.Tensor, shift_mask: torch.Tensor | None, shape_key: tuple) -> torch.Tensor:

@@ -111,6 +111,9 @@ def test_attention_bias_is_reused_in_inference_and_follows_weight_updates():
         first = attn.attention_bias(mask, torch.float32, (14, 14, 3))
         assert attn.attention_bias(mask, torch.float32, (14, 14, 3)) is first
         assert attn.attention_bias(mask, torch.bfloat16, (14, 14, 3)).dtype == torch.bfloat16
+        other = shifted_window_mask(7, 7, 7, 3, torch.device("cpu"))  # the half-scale backbone pass
+        attn.attention_bias(other, torch.float32, (7, 7, 3))
+        assert attn.attention_bias(mask, torch.float32, (14, 14, 3)) is first  # both shapes kept
         attn.relative_position_bias_table.add_(1.0)
         updated = attn.attention_bias(mask, torch.float32, (14, 14, 3))
     np.testing.assert_allclose(updated, first + 1.0, atol=1e-6)
@@ -153,3 +156,25 @@ def test_fused_offset_and_modulator_convolution_equals_the_two_convolutions():
     np.testing.assert_allclose(
         modulation.detach(), 2 * torch.sigmoid(conv.modulator_conv(x)).detach(), atol=1e-6
     )
+
+
+def test_aspp_pooled_branch_as_a_bias_equals_upsample_and_concatenate():
+    from birefnet_core.model.layers.aspp import ASPPDeformable
+
+    torch.manual_seed(3)
+    aspp = ASPPDeformable(16, branch_channels=8).eval()
+    for module in aspp.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.normal_(module.running_mean, std=0.2)
+            torch.nn.init.uniform_(module.running_var, 0.5, 2.0)
+            torch.nn.init.normal_(module.weight, 1.0, 0.2)
+    x = torch.randn(2, 16, 12, 20)
+    with torch.no_grad():
+        first = aspp.aspp1(x)
+        pooled = F.interpolate(
+            aspp.global_avg_pool(x), size=first.shape[2:], mode="bilinear", align_corners=True
+        )
+        stacked = torch.cat((first, *(branch(x) for branch in aspp.aspp_deforms), pooled), dim=1)
+        want = aspp.relu(aspp.bn1(aspp.conv1(stacked)))
+        got = aspp(x)
+    np.testing.assert_allclose(got, want, atol=1e-5)

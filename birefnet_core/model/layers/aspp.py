@@ -48,9 +48,16 @@ class ASPPDeformable(nn.Module):
         self.dropout = nn.Dropout(0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = self.aspp1(x)
-        branches = [branch(x) for branch in self.aspp_deforms]
+        """conv1(cat[branches, upsampled pooled branch]) with the pooled branch as a bias.
+
+        The pooled branch is one vector per image, so its upsampled map is that vector at every
+        pixel and its share of the 1x1 `conv1` is a per-channel constant: adding it after the
+        convolution of the spatial branches is exact and spares building, concatenating and
+        convolving a full-size map of `branch_channels` constant channels.
+        """
+        branches = torch.cat([self.aspp1(x), *(branch(x) for branch in self.aspp_deforms)], dim=1)
         pooled = self.global_avg_pool(x)
-        pooled = F.interpolate(pooled, size=first.shape[2:], mode="bilinear", align_corners=True)
-        x = torch.cat((first, *branches, pooled), dim=1)
-        return self.dropout(self.relu(self.bn1(self.conv1(x))))
+        spatial = branches.shape[1]
+        weight = self.conv1.weight
+        x = F.conv2d(branches, weight[:, :spatial]) + F.conv2d(pooled, weight[:, spatial:])
+        return self.dropout(self.relu(self.bn1(x)))
