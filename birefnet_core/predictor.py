@@ -221,8 +221,8 @@ class Predictor:
         if self._upload_stream is None:
             return host.to(self.device)
         host = host.pin_memory()
+        # The upload does not wait for the compute stream: it overlaps the batch still running.
         compute = torch.cuda.current_stream(self.device)
-        self._upload_stream.wait_stream(compute)
         with torch.cuda.stream(self._upload_stream):
             batch = host.to(self.device, non_blocking=True)
         compute.wait_stream(self._upload_stream)
