@@ -60,13 +60,6 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     return x.reshape(-1, window * window, c)
 
 
-def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
-    """(B * nW, window * window, C) -> (B, H, W, C)."""
-    c = windows.shape[-1]
-    x = windows.view(-1, h // window, w // window, window, window, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, h, w, c)
-
-
 def relative_position_index(window: int) -> torch.Tensor:
     """Standard Swin index into the (2w-1)^2 relative-bias table for every token pair of a window."""
     coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)

@@ -11,6 +11,7 @@ from torchvision.ops import deform_conv2d
 from birefnet_core.model.layers import deform_conv2d_torch
 from birefnet_core.predictor import Predictor
 from birefnet_core.size import Size
+from tests.support.deform_inputs import deform_case
 from tests.support.deterministic_weights import det_input, det_model
 from tests.support.disc_images import disc_on_texture
 
@@ -37,12 +38,7 @@ def test_reference_parity_in_float32_on_cuda(exact_float32):
 @pytest.mark.parametrize("kernel", [1, 3, 7])
 @pytest.mark.parametrize("batch", [1, 3, 5])
 def test_deformable_kernels_on_cuda_match_float32_on_cpu(exact_float32, kernel, batch):
-    gen = torch.Generator().manual_seed(kernel * 10 + batch)
-    h, w = 19, 27
-    x = torch.randn(batch, 16, h, w, generator=gen)
-    offset = 4.0 * torch.randn(batch, 2 * kernel * kernel, h, w, generator=gen)
-    mask = 2.0 * torch.rand(batch, kernel * kernel, h, w, generator=gen)
-    weight = torch.randn(32, 16, kernel, kernel, generator=gen) / kernel
+    x, offset, mask, weight = deform_case(kernel, batch)
     want = deform_conv2d(x, offset, weight, padding=kernel // 2, mask=mask)
     scale = want.abs().max().item()
     cuda = [t.cuda() for t in (x, offset, weight, mask)]

@@ -3,18 +3,13 @@ import torch
 from torchvision.ops import deform_conv2d
 
 from birefnet_core.model.layers import DeformableConv2d, deform_conv2d_torch
+from tests.support.deform_inputs import deform_case
 
 
 @pytest.mark.parametrize("kernel", [1, 3, 7])
 @pytest.mark.parametrize("batch", [1, 2])
 def test_pure_torch_kernel_equals_torchvision(kernel, batch):
-    gen = torch.Generator().manual_seed(kernel * 10 + batch)
-    h, w = 19, 27
-    x = torch.randn(batch, 16, h, w, generator=gen)
-    # Large offsets push many samples outside the image, exercising the zero border.
-    offset = 4.0 * torch.randn(batch, 2 * kernel * kernel, h, w, generator=gen)
-    mask = 2.0 * torch.rand(batch, kernel * kernel, h, w, generator=gen)
-    weight = torch.randn(32, 16, kernel, kernel, generator=gen) / kernel
+    x, offset, mask, weight = deform_case(kernel, batch)
     expected = deform_conv2d(x, offset, weight, padding=kernel // 2, mask=mask)
     actual = deform_conv2d_torch(x, offset, weight, mask, kernel // 2)
     assert actual.shape == expected.shape

@@ -18,12 +18,18 @@ from birefnet_core.model.swin import (
     WindowAttention,
     shifted_window_mask,
     window_partition,
-    window_reverse,
     window_token_order,
     windowed_attention,
 )
 
 ATOL = 2e-5
+
+
+def _window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
+    """(B * nW, window * window, C) -> (B, H, W, C), the inverse of `window_partition`."""
+    c = windows.shape[-1]
+    x = windows.view(-1, h // window, w // window, window, window, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, h, w, c)
 
 
 def _reference_shift_mask(hp: int, wp: int, window: int, shift: int) -> torch.Tensor:
@@ -59,7 +65,7 @@ def _reference_block(block: SwinBlock, x: torch.Tensor, h: int, w: int) -> torch
         bias = (bias + mask.unsqueeze(1)).repeat(b, 1, 1, 1)
     scores = (q * (c // heads) ** -0.5) @ k.transpose(-2, -1) + bias
     out = attn.proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(nw, n, c))
-    x = window_reverse(out, window, hp, wp)
+    x = _window_reverse(out, window, hp, wp)
     if shift:
         x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
     x = shortcut + x[:, :h, :w, :].reshape(b, h * w, c)

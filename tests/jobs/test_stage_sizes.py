@@ -41,33 +41,28 @@ def _row(index: int, pixels: np.ndarray, error: str = "") -> dict:
             "pixels": pixels, "height": 10, "width": 10, "decode_seconds": 0.0}  # fmt: skip
 
 
-def test_inference_groups_ragged_rows_by_size_and_keeps_row_order(monkeypatch):
+def test_inference_groups_ragged_rows_by_size_and_keeps_row_order():
     stage = InferenceStage("random", "lite", Size(64, 64), "cpu", "float32", S3Options(), batch_size=2)
     rng = np.random.default_rng(0)
     shapes = [(64, 64, 3), (64, 96, 3), (3, 64, 64, 3), (64, 64, 3), (0, 0, 3), (64, 64, 3)]
     pixels = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in shapes]
     rows = [_row(i, p, error="broken" if p.size == 0 else "") for i, p in enumerate(pixels)]
     batches: list[tuple[int, ...]] = []
-    infer = stage.predictor.infer
-
-    def recording_infer(px: np.ndarray, quantize: bool = False) -> np.ndarray:
-        batches.append(px.shape)
-        return infer(px, quantize)
-
-    monkeypatch.setattr(stage.predictor, "infer", recording_infer)
+    hook = stage.predictor.model.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape))
 
     out = list(rows_of(stage(column_batch(rows, PREPARED_KEYS))))
+    hook.remove()
 
     # The chunk's tiles among themselves, then each working size, `batch_size` at a time.
     assert sorted(batches) == sorted(
-        [(2, 64, 64, 3), (1, 64, 64, 3), (2, 64, 64, 3), (1, 64, 64, 3), (1, 64, 96, 3)]
+        [(2, 3, 64, 64), (1, 3, 64, 64), (2, 3, 64, 64), (1, 3, 64, 64), (1, 3, 64, 96)]
     )
     assert [row["id"] for row in out] == [row["id"] for row in rows]
     for given, row in zip(pixels, out, strict=True):
         if given.size == 0:
             assert row["error"] == "broken" and row["probs"].shape == (0, 0)
             continue
-        alone = infer(given if given.ndim == 4 else given[None], quantize=True)
+        alone = stage.predictor.infer(given if given.ndim == 4 else given[None], quantize=True)
         expected = alone if given.ndim == 4 else alone[0]
         assert row["probs"].dtype == np.uint8 and row["probs"].shape == expected.shape
         assert np.abs(row["probs"].astype(int) - expected).max() <= 1  # batch size may move a tie
