@@ -83,23 +83,48 @@ class Decoder(nn.Module):
         return self._logits(self.decoder_block1(self._with_patches(d1, x, self.ipt_blk2)), x)
 
     def _logits(self, p1: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """conv_out1(cat[resize(p1, full size), ipt_blk1(x)]) without the full-size concatenation.
+        """conv_out1(cat[resize(p1, full size), ipt_blk1(x)]) without any full-size feature map.
 
-        Two exact rewrites of the released network's head: bilinear resizing commutes with the 1x1
+        Exact rewrites of the released network's head. Bilinear resizing commutes with the 1x1
         output convolution (both are linear per pixel and resize weights sum to one), so `p1` is
-        projected to one channel at stride 4 before it is upsampled; and ipt_blk1's second 3x3
-        convolution feeds the 1x1 head with no activation between, so the two fold into one 3x3
-        convolution with a single output. At 1024^2 this skips upsampling 2C channels to full
-        size, a 64->C/4 full-size 3x3 convolution and a concatenation of both.
+        projected to one channel at stride 4 before it is upsampled; the image-patch share is a
+        chain of linear convolutions and is computed as one (`_patch_logits`). At 1024^2 this
+        skips upsampling 2C channels to full size, two full-size 3x3 convolutions with 64
+        channels and a concatenation.
         """
         head = self.conv_out1[0]
         projection = head.weight[:, : p1.shape[1]]
-        patch_weight = head.weight[:, p1.shape[1] :, 0, 0]
-        patch_conv = self.ipt_blk1.conv_out
-        fused_weight = torch.einsum("oc,cikl->oikl", patch_weight, patch_conv.weight)
-        fused_bias = head.bias + patch_weight @ patch_conv.bias
-        patches = F.conv2d(self.ipt_blk1.conv1(x), fused_weight, fused_bias, padding=patch_conv.padding)
-        return resize(F.conv2d(p1, projection), x.shape[2:]) + patches
+        return resize(F.conv2d(p1, projection), x.shape[2:]) + self._patch_logits(
+            x, head.weight[:, p1.shape[1] :, 0, 0], head.bias
+        )
+
+    def _patch_logits(
+        self, x: torch.Tensor, head_weight: torch.Tensor, head_bias: torch.Tensor
+    ) -> torch.Tensor:
+        """head(ipt_blk1(x)): 3x3 conv -> 3x3 conv -> 1x1 conv, with no activation between.
+
+        The second 3x3 and the 1x1 fold into one 3x3 filter, and that into the first, giving one
+        5x5 filter from 3 channels to 1. The fold is exact except on the outermost pixel ring,
+        where the released network zero-pads the 64-channel map and the fold would extend it;
+        that ring is recomputed the released way from 3-pixel strips.
+        """
+        first, second = self.ipt_blk1.conv1, self.ipt_blk1.conv_out
+        w1, b1 = first.weight.float(), first.bias.float()
+        w2 = torch.einsum("oc,cikl->oikl", head_weight.float(), second.weight.float())
+        b2 = head_bias.float() + head_weight.float() @ second.bias.float()
+        folded = F.conv2d(w1.transpose(0, 1), w2.flip(2, 3), padding=2).transpose(0, 1)
+        folded_bias = b2 + w2.sum((2, 3)) @ b1
+        w1, b1, w2, b2 = (t.to(x.dtype) for t in (w1, b1, w2, b2))
+        out = F.conv2d(x, folded.to(x.dtype), folded_bias.to(x.dtype), padding=2)
+
+        def released(strip: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(F.conv2d(strip, w1, b1, padding=1), w2, b2, padding=1)
+
+        out[:, :, :1] = released(x[:, :, :3])[:, :, :1]
+        out[:, :, -1:] = released(x[:, :, -3:])[:, :, -1:]
+        out[:, :, :, :1] = released(x[:, :, :, :3])[:, :, :, :1]
+        out[:, :, :, -1:] = released(x[:, :, :, -3:])[:, :, :, -1:]
+        return out
 
 
 class _Lateral(nn.Module):
