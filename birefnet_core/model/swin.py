@@ -8,8 +8,10 @@ returned as NCHW maps. Parameter names match the released BiRefNet checkpoints (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, wraps
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +22,13 @@ __all__ = [
     "SWIN_CONFIGS",
     "SwinConfig",
     "SwinTransformer",
-    "compute_dtype",
     "create_swin",
     "shifted_window_mask",
     "window_token_order",
     "windowed_attention",
 ]
+
+T = TypeVar("T")
 
 SHIFT_MASK_VALUE = -100.0
 #: Attention biases kept per block: BiRefNet runs the backbone at two scales per forward, and a
@@ -67,47 +70,44 @@ def relative_position_index(window: int) -> torch.Tensor:
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
 
 
-def compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype matmuls on `x` run in: autocast's where it is on, else `x`'s own."""
-    device_type = x.device.type
-    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
+def cached_per_shape(maxsize: int) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorator: `build(shape..., device)` made once per argument tuple (the last `maxsize` kept)
+    and shared from then on.
 
-
-def shifted_window_mask(
-    hp: int, wp: int, window: int, shift: int, device: torch.device, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """Additive mask (nW, 1, N, N) that keeps shifted windows from attending across the roll seam.
-
-    Built once per padded shape, device and dtype and then shared by every block, batch and
-    forward (it depends on nothing else); a normal tensor even when first built under inference
-    mode, so that a cached mask also serves training.
+    What it returns depends on the arguments alone (shapes, never weights). It is built outside
+    inference mode, so a value first made during inference also serves training, and built
+    afresh while torch.compile traces, which cannot trace through the cache.
     """
-    if torch.compiler.is_compiling():
-        return _build_shift_mask(hp, wp, window, shift, device, dtype)
-    return _cached_shift_mask(hp, wp, window, shift, device, dtype)
+
+    def decorate(build: Callable[..., T]) -> Callable[..., T]:
+        @lru_cache(maxsize=maxsize)
+        def cached(*args: Any) -> T:
+            with torch.inference_mode(False):
+                return build(*args)
+
+        @wraps(build)
+        def get(*args: Any) -> T:
+            return build(*args) if torch.compiler.is_compiling() else cached(*args)
+
+        return get
+
+    return decorate
 
 
-def _build_shift_mask(
-    hp: int, wp: int, window: int, shift: int, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
+@cached_per_shape(maxsize=32)
+def shifted_window_mask(hp: int, wp: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
+    """Additive mask (nW, 1, N, N) that keeps shifted windows from attending across the roll seam;
+    shared by every block, batch and forward of that padded shape."""
     regions = torch.zeros((1, hp, wp, 1), device=device)
     cuts = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
     for label, (hs, ws) in enumerate((hs, ws) for hs in cuts for ws in cuts):
         regions[:, hs, ws, :] = label
     labels = window_partition(regions, window).squeeze(-1)
     different = labels.unsqueeze(1) != labels.unsqueeze(2)
-    mask = torch.zeros(different.shape, device=device, dtype=dtype).masked_fill(different, SHIFT_MASK_VALUE)
-    return mask.unsqueeze(1)
+    return torch.zeros(different.shape, device=device).masked_fill(different, SHIFT_MASK_VALUE).unsqueeze(1)
 
 
-@lru_cache(maxsize=32)
-def _cached_shift_mask(
-    hp: int, wp: int, window: int, shift: int, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    with torch.inference_mode(False):
-        return _build_shift_mask(hp, wp, window, shift, device, dtype)
-
-
+@cached_per_shape(maxsize=64)
 def window_token_order(
     h: int, w: int, window: int, shift: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,16 +115,8 @@ def window_token_order(
 
     `gather` (nW * N,) names, for every token slot of the shifted, zero-padded window layout, the
     real token it holds, or h * w for padding (a zero token appended after the real ones).
-    `scatter` (h * w,) names, for every real token, its slot in that layout. Cached per shape.
+    `scatter` (h * w,) names, for every real token, its slot in that layout.
     """
-    if torch.compiler.is_compiling():
-        return _build_token_order(h, w, window, shift, device)
-    return _cached_token_order(h, w, window, shift, device)
-
-
-def _build_token_order(
-    h: int, w: int, window: int, shift: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
     hp, wp = -(-h // window) * window, -(-w // window) * window
     rows = torch.arange(hp, device=device).view(-1, 1)
     cols = torch.arange(wp, device=device).view(1, -1)
@@ -136,14 +128,6 @@ def _build_token_order(
     # Every padding slot writes to the extra last entry, which is then dropped.
     scatter = torch.zeros(h * w + 1, dtype=torch.long, device=device).scatter_(0, gather, slots)[: h * w]
     return gather, scatter
-
-
-@lru_cache(maxsize=64)
-def _cached_token_order(
-    h: int, w: int, window: int, shift: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    with torch.inference_mode(False):
-        return _build_token_order(h, w, window, shift, device)
 
 
 def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -292,7 +276,7 @@ class SwinStage(nn.Module):
         """Returns (stage output at h x w, input of the next stage)."""
         hp = -(-h // self.window) * self.window
         wp = -(-w // self.window) * self.window
-        mask = shifted_window_mask(hp, wp, self.window, self.shift, x.device, compute_dtype(x))
+        mask = shifted_window_mask(hp, wp, self.window, self.shift, x.device)
         for block in self.blocks:
             x = block(x, h, w, mask)
         following = self.downsample(x, h, w) if self.downsample is not None else x
