@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import ray
@@ -93,14 +94,10 @@ def ensure_resources(needs: Needs, embedded: bool, wait_s: float = CLUSTER_WAIT_
     """
     short = _shortfall(needs)
     if short and not embedded:
-        from ray.autoscaler.sdk import request_resources
-
-        request_resources(bundles=[{"CPU": needs.cpus, **({"GPU": needs.gpus} if needs.gpus else {})}])
-        deadline = time.monotonic() + wait_s
         log.warning("waiting up to %.0f s for the cluster to provide %s", wait_s, ", ".join(short))
-        while short and time.monotonic() < deadline:
-            time.sleep(_POLL_S)
-            short = _shortfall(needs)
+        bundle = {"CPU": needs.cpus, **({"GPU": needs.gpus} if needs.gpus else {})}
+        _ask_and_wait(bundle, lambda: not _shortfall(needs), wait_s)
+        short = _shortfall(needs)
     if short:
         where = "the embedded Ray" if embedded else "the cluster"
         hint = "raise --num-cpus" if embedded else "add nodes"
@@ -125,19 +122,28 @@ def choose_device(requested: str, embedded: bool, gpus_per_actor: float | None, 
         return "cuda"
     if embedded or wait_s <= 0:
         return "cpu"
+    log.warning("--device auto: the cluster has no GPU yet; asked for one, waiting up to %.0f s", wait_s)
+    if _ask_and_wait({"GPU": 1}, lambda: _gpus() > 0, wait_s):
+        return "cuda"
     from ray.autoscaler.sdk import request_resources
 
-    request_resources(bundles=[{"GPU": 1}])
-    log.warning("--device auto: the cluster has no GPU yet; asked for one, waiting up to %.0f s", wait_s)
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        time.sleep(min(_POLL_S, wait_s))
-        if _gpus() > 0:
-            return "cuda"
-    request_resources(bundles=[])
+    request_resources(bundles=[])  # withdraw the request: the job will not use a GPU node now
     log.warning("--device auto: no GPU node joined within %.0f s; running on CPU", wait_s)
     return "cpu"
 
 
 def _gpus() -> float:
     return ray.cluster_resources().get("GPU", 0)
+
+
+def _ask_and_wait(bundle: dict[str, float], satisfied: Callable[[], bool], wait_s: float) -> bool:
+    """Ask the autoscaler for `bundle` and poll until `satisfied()` or `wait_s` has passed."""
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[bundle])
+    deadline = time.monotonic() + wait_s
+    while not satisfied():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(_POLL_S, wait_s))
+    return True

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from jobs import ray_startup
-from jobs.ray_startup import choose_device
+from jobs.ray_startup import Needs, ResourceError, choose_device, ensure_resources
 
 
 def test_explicit_devices_and_gpu_reservations_decide_without_asking():
@@ -38,3 +38,13 @@ def test_a_gpu_node_that_joins_during_the_wait_is_used(embedded_ray, monkeypatch
     assert choose_device("auto", embedded=False, gpus_per_actor=None, wait_s=30) == "cuda"
     with pytest.raises(StopIteration):
         next(readings)
+
+
+def test_a_cluster_short_of_cpus_is_asked_and_given_the_wait_before_the_refusal(embedded_ray, caplog):
+    ensure_resources(Needs(cpus=1, what="one actor"), embedded=False, wait_s=30)  # enough: no wait
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="jobs.ray_startup"), pytest.raises(ResourceError) as err:
+        ensure_resources(Needs(cpus=64, what="64 actors"), embedded=False, wait_s=0.5)
+    assert time.monotonic() - started >= 0.5
+    assert "waiting up to" in caplog.text
+    assert "the cluster cannot run this job" in str(err.value) and "add nodes" in str(err.value)
