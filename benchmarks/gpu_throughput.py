@@ -16,20 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from model_speed import BACKENDS  # benchmarks/model_speed.py, beside this file
 
 from birefnet_core import load_model
 from birefnet_core.precision import dtype_name, parse_dtype
 from birefnet_core.predictor import Predictor
 from birefnet_core.size import Size
-
-#: backend name -> Predictor settings.
-BACKENDS: dict[str, dict[str, object]] = {
-    "eager": {},
-    "channels_last": {"channels_last": True},
-    "compile": {"compile": True},
-    "compile_backbone": {"compile": True, "compile_scope": "backbone"},
-    "cuda_graphs": {"cuda_graphs": True},
-}
 
 
 def seconds_per_image(predictor: Predictor, size: int, batch: int, repeats: int) -> float:

@@ -22,6 +22,15 @@ from birefnet_core.precision import cpu_has_native_bf16, dtype_name, parse_dtype
 from birefnet_core.predictor import Predictor
 from birefnet_core.size import Size
 
+#: backend name -> Predictor settings (gpu_throughput.py measures the same ones on CUDA).
+BACKENDS: dict[str, dict[str, object]] = {
+    "eager": {},
+    "channels_last": {"channels_last": True},
+    "compile": {"compile": True},
+    "compile_backbone": {"compile": True, "compile_scope": "backbone"},
+    "cuda_graphs": {"cuda_graphs": True},
+}
+
 
 def _time_forward(
     predictor: Predictor, pixels: np.ndarray, repeats: int, warmup: int
@@ -50,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--weights", default="random", help="weights source (default: seeded random)")
     parser.add_argument(
-        "--backends", default="eager", help="comma list of eager, channels_last, compile, compile_backbone"
+        "--backends", default="eager", help=f"comma list of {', '.join(BACKENDS)} (cuda_graphs: CUDA only)"
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -72,12 +81,6 @@ def main(argv: list[str] | None = None) -> None:
         "torch": torch.__version__,
         "seconds_per_image": {},
     }
-    backends = {
-        "eager": {},
-        "channels_last": {"channels_last": True},
-        "compile": {"compile": True},
-        "compile_backbone": {"compile": True, "compile_scope": "backbone"},
-    }
     result["seconds_per_image_by_backend"] = {}
     outputs = {}
     for name in args.dtypes.split(","):
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
                 device=args.device,
                 dtype=dtype,
                 strict_dtype=True,
-                **backends[backend],
+                **BACKENDS[backend],
             )
             seconds, probs = _time_forward(predictor, pixels, args.repeats, args.warmup)
             result["seconds_per_image_by_backend"].setdefault(backend, {})[dtype_name(dtype)] = round(
