@@ -23,6 +23,7 @@ import functools
 import logging
 import os
 import posixpath
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -61,7 +62,9 @@ __all__ = [
     "normalise_extensions",
     "open_input",
     "read_bytes",
+    "remove_interrupted_writes",
     "safe_output_uri",
+    "temp_path_beside",
     "translated_errors",
     "uri_scheme",
     "version_tag",
@@ -181,15 +184,48 @@ def exists(uri: str, s3: S3Options | None = None) -> bool:
     return _call("checking", uri, s3, lambda: _exists(fs, path))
 
 
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
+
+
+def temp_path_beside(path: str) -> str:
+    """A hidden, unique temp file name in ``path``'s directory, for write-then-rename.
+
+    Beside the target so the rename stays on one filesystem; the pattern is the one
+    ``remove_interrupted_writes`` recognises.
+    """
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+
+
+def remove_interrupted_writes(uri: str, older_than: float) -> int:
+    """Delete the temp files that killed writers left under local folder ``uri``; returns how many.
+
+    A process killed between creating its temp file and the rename (SIGKILL, node loss) cannot
+    clean up after itself. Only files named by ``temp_path_beside`` and last modified before
+    ``older_than`` (a POSIX time; a job passes its own start) are removed, so writes of the
+    run that sweeps are never touched. S3 and memory writes leave no temp files.
+    """
+    if uri_scheme(uri) not in LOCAL_SCHEMES:
+        return 0
+    _, root = filesystem(uri)
+    removed = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with contextlib.suppress(FileNotFoundError):
+                if _TEMP_NAME.match(name) and os.stat(path).st_mtime < older_than:
+                    os.unlink(path)
+                    removed += 1
+    return removed
+
+
 def _write_local_atomic(path: str, data: bytes) -> None:
     """Write via a hidden temp file in the target directory, then rename over ``path``.
 
     The temp file lives beside the target so ``os.replace`` is a same-filesystem rename (atomic
     on POSIX); it is created with mode 0o666 so the umask applies as for any normal file.
     """
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = temp_path_beside(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:

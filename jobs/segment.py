@@ -26,7 +26,7 @@ from birefnet_core.weights import RANDOM_WEIGHTS, WeightsNotFoundError, resolve_
 from connectors.layout import OutputLayout, RunFiles
 from connectors.listing import Source, sources_table
 from connectors.manifest import DoneIndex, ManifestRow, compact_manifest, write_manifest_part
-from connectors.storage import S3Options, exists, write_bytes_atomic
+from connectors.storage import S3Options, exists, remove_interrupted_writes, write_bytes_atomic
 
 from .cli import Command
 from .config import SegmentConfig
@@ -179,6 +179,10 @@ def _execute(config: SegmentConfig, files: RunFiles, summary: RunSummary) -> Non
     gpus = config.num_gpus_per_actor if config.num_gpus_per_actor is not None else float(device == "cuda")
     ensure_resources(pipeline_needs(config, gpus), embedded=embedded)
     _write_json(files.config, {**config.model_dump(mode="json"), "device": device, "dtype": dtype}, config)
+    # Temp files of writers killed in an earlier run; this run writes nothing until the sweep is done.
+    sweep = ray.remote(num_cpus=1, **STAGE_OPTIONS)(remove_interrupted_writes).remote(
+        config.output, time.time()
+    )
 
     # Built by a task, so it goes straight into the object store: the driver never holds it.
     load = ray.remote(num_cpus=1, **STAGE_OPTIONS)(_done_index)
@@ -193,6 +197,8 @@ def _execute(config: SegmentConfig, files: RunFiles, summary: RunSummary) -> Non
         summary.run_id, listing.listed, listing.skipped, len(plans), device, dtype,
     )  # fmt: skip
 
+    if removed := ray.get(sweep):  # before this run writes anything
+        log.info("removed %d temp files that an interrupted run left in %s", removed, config.output)
     if unplanned:
         write_manifest_part(config.output, unplanned, config.s3)
         summary.count(status_columns(unplanned))

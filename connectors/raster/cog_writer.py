@@ -10,7 +10,6 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 import warnings
 from types import TracebackType
 from typing import Any
@@ -157,9 +156,8 @@ class MaskRasterWriter:
         fs, path = storage.filesystem(self.destination, self.s3)
         local = storage.uri_scheme(self.destination) in storage.LOCAL_SCHEMES
         if local:
-            parent = os.path.dirname(path)
-            os.makedirs(parent, exist_ok=True)
-            cog = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            cog = storage.temp_path_beside(path)
         else:
             assert self._workdir is not None
             cog = os.path.join(self._workdir, "mask.cog.tif")

@@ -174,6 +174,21 @@ def test_local_write_creates_parents_and_leaves_no_temp_files(tmp_path: Path) ->
     assert sorted(p.name for p in target.parent.iterdir()) == ["mask.png"]
 
 
+def test_only_older_temp_files_of_atomic_writes_are_swept(tmp_path: Path) -> None:
+    old = [tmp_path / f".mask.png.{uuid.uuid4().hex}.tmp", tmp_path / "deep" / f".x.tif.{'a' * 32}.tmp"]
+    kept = [tmp_path / ".keep", tmp_path / "mask.png.tmp", tmp_path / f".y.png.{'g' * 32}.tmp"]
+    for path in [*old, *kept]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        os.utime(path, (1000, 1000))
+    young = Path(storage.temp_path_beside(str(tmp_path / "deep" / "z.png")))
+    young.write_bytes(b"in progress")
+    os.utime(young, (3000, 3000))
+    assert storage.remove_interrupted_writes(str(tmp_path), older_than=2000) == 2
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == sorted([*kept, young])
+    assert storage.remove_interrupted_writes("memory://nowhere", older_than=2000) == 0
+
+
 @pytest.mark.parametrize("failing", ["write", "replace"])
 def test_failed_local_write_keeps_old_content_and_no_temp_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str

@@ -110,7 +110,12 @@ def test_rerun_skips_done_inputs_and_redoes_changed_ones(embedded_ray, tmp_path)
     changed = src / "a.jpg"
     stat = changed.stat()
     os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    orphan = out / "masks" / f".a.png.{'0' * 32}.tmp"  # what a writer killed before its rename leaves
+    orphan.write_bytes(b"half a mask")
+    (out / "masks" / ".keep").write_bytes(b"")
     summary = run(_config(src, out))
+    assert not orphan.exists()
+    assert (out / "masks" / ".keep").exists()
     assert summary.skipped == len(GOOD) - 1  # the unchanged ok inputs; a.jpg changed
     assert (summary.ok, summary.failed) == (1, len(BAD))
     latest = read_manifest(str(out)).filter(pc.equal(read_manifest(str(out))["run_id"], summary.run_id))
