@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Mlp
+from timm.layers import DropPath, Mlp
 from torch import nn
 
 __all__ = [
@@ -53,7 +53,11 @@ SWIN_CONFIGS: dict[str, SwinConfig] = {
     "swin_v1_s": SwinConfig(96, (2, 2, 18, 2), (3, 6, 12, 24), 7),
     "swin_v1_b": SwinConfig(128, (2, 2, 18, 2), (4, 8, 16, 32), 12),
     "swin_v1_l": SwinConfig(192, (2, 2, 18, 2), (6, 12, 24, 48), 12),
+    # Not a release: the narrow backbone of the demonstration model trained on generated data.
+    "swin_v1_demo": SwinConfig(24, (2, 2, 2, 2), (1, 2, 4, 8), 7),
 }
+#: Stochastic depth of the released training recipe, rising linearly to this over the blocks.
+DROP_PATH_RATE = 0.2
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -227,7 +231,7 @@ class SwinBlock(nn.Module):
     pads to 24x24 with 12-token windows) and two index copies instead of six layout copies.
     """
 
-    def __init__(self, dim: int, num_heads: int, window: int, shift: int) -> None:
+    def __init__(self, dim: int, num_heads: int, window: int, shift: int, drop_path: float = 0.0) -> None:
         super().__init__()
         self.window = window
         self.shift = shift
@@ -235,6 +239,7 @@ class SwinBlock(nn.Module):
         self.attn = WindowAttention(dim, window, num_heads)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, 4 * dim)
+        self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()  # training only
 
     def forward(self, x: torch.Tensor, h: int, w: int, mask: torch.Tensor) -> torch.Tensor:
         b, _, c = x.shape
@@ -243,8 +248,8 @@ class SwinBlock(nn.Module):
         qkv = self.attn.qkv(tokens).index_select(1, gather)
         windows = qkv.view(-1, self.window * self.window, 3 * c)
         attended = self.attn.attend(windows, mask if self.shift else None, (h, w, self.shift))
-        x = x + self.attn.proj(attended.view(b, -1, c).index_select(1, scatter))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(self.attn.proj(attended.view(b, -1, c).index_select(1, scatter)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class PatchMerging(nn.Module):
@@ -263,12 +268,15 @@ class PatchMerging(nn.Module):
 
 
 class SwinStage(nn.Module):
-    def __init__(self, dim: int, depth: int, num_heads: int, window: int, downsample: bool) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, window: int, downsample: bool, drop_paths: list[float]
+    ) -> None:
         super().__init__()
         self.window = window
         self.shift = window // 2
         self.blocks = nn.ModuleList(
-            SwinBlock(dim, num_heads, window, 0 if i % 2 == 0 else self.shift) for i in range(depth)
+            SwinBlock(dim, num_heads, window, 0 if i % 2 == 0 else self.shift, rate)
+            for i, rate in enumerate(drop_paths)
         )
         self.downsample = PatchMerging(dim) if downsample else None
 
@@ -306,10 +314,12 @@ class SwinTransformer(nn.Module):
         self.config = config
         self.channels = config.channels
         self.patch_embed = PatchEmbed(config.embed_dim)
+        rates = torch.linspace(0, DROP_PATH_RATE, sum(config.depths)).tolist()
+        starts = [sum(config.depths[:i]) for i in range(4)]
         self.layers = nn.ModuleList(
-            SwinStage(dim, depth, heads, config.window_size, downsample=i < 3)
-            for i, (dim, depth, heads) in enumerate(
-                zip(self.channels, config.depths, config.num_heads, strict=True)
+            SwinStage(dim, heads, config.window_size, i < 3, rates[start : start + depth])
+            for i, (dim, depth, heads, start) in enumerate(
+                zip(self.channels, config.depths, config.num_heads, starts, strict=True)
             )
         )
         for i, dim in enumerate(self.channels):

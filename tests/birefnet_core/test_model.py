@@ -48,3 +48,27 @@ def test_rejects_sizes_that_are_not_multiples_of_32():
 def test_unknown_backbone_lists_the_valid_ones():
     with pytest.raises(KeyError, match="swin_v1_t"):
         create_model("resnet50")
+
+
+#: What the reference's BiRefNet (swin_v1_t, its default config: ms_supervision, out_ref, no
+#: auxiliary classification) returns in training mode for a 2 x 3 x 256 x 256 batch, read off
+#: models/birefnet.py: [([gdt_preds, gdt_labels], scaled_preds), class_preds_list].
+REFERENCE_TRAINING_SHAPES_SWIN_V1_T_2x256 = {
+    "scaled_preds": [(2, 1, 8, 8), (2, 1, 16, 16), (2, 1, 32, 32), (2, 1, 256, 256)],
+    "gdt_preds": [(2, 1, 8, 8), (2, 1, 16, 16), (2, 1, 32, 32)],
+    "gdt_labels": [(2, 1, 256, 256)] * 3,
+    "class_preds": [None],
+}
+
+
+def test_training_forward_returns_what_the_reference_supervises():
+    model = create_model("swin_v1_t").train()
+    out = model(torch.randn(2, 3, 256, 256))
+    reference = REFERENCE_TRAINING_SHAPES_SWIN_V1_T_2x256
+    assert [tuple(p.shape) for p in out.scaled_logits] == reference["scaled_preds"]
+    assert [tuple(p.shape) for p in out.gradient_logits] == reference["gdt_preds"]
+    assert [tuple(p.shape) for p in out.gradient_targets] == reference["gdt_labels"]
+    assert reference["class_preds"] == [None]  # no classification head in any release
+    out.logits.mean().backward()
+    assert model.decoder.conv_out1[0].weight.grad is not None
+
