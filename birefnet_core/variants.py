@@ -33,6 +33,10 @@ class Variant:
     sha256: str | None = None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    #: A weights file shipped inside this package (``birefnet_core/pretrained/``) instead of a download.
+    bundled_file: str | None = None
+    #: What the weights are, in one sentence, when they are not an upstream release.
+    card: str | None = None
 
     @property
     def release_url(self) -> str:
@@ -104,6 +108,17 @@ VARIANTS: dict[str, Variant] = {
             Size(1024, 1024),
             "ZhengPeng7/BiRefNet-HRSOD",
             "BiRefNet-HRSOD_DHU-epoch_115.pth",
+        ),
+        Variant(
+            name="demo",
+            backbone="swin_v1_demo",
+            size=Size(256, 256),
+            hf_repo="",
+            release_file="",
+            bundled_file="birefnet-demo.safetensors",
+            card="A demonstration model, not a BiRefNet release: a narrow BiRefNet (4.4M parameters) "
+            "trained with `birefnet train` on generated scenes only (see birefnet_core/pretrained/README.md). "
+            "It makes the offline demo and tests meaningful; do not use it on real photographs.",
         ),
         _v(
             "massive",

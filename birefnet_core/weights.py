@@ -35,6 +35,7 @@ __all__ = [
     "load_model",
     "load_state_dict",
     "resolve_variant_file",
+    "state_dict_bytes",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ _SAFETENSORS_SUFFIXES = (".safetensors",)
 _LISTED_KEYS = 12
 #: Weights source that builds a seeded random network: smoke tests and demos only.
 RANDOM_WEIGHTS = "random"
+#: Weights shipped with the package (variants with a `bundled_file`).
+BUNDLED_DIR = Path(__file__).parent / "pretrained"
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -91,7 +94,15 @@ def cached_variant_file(variant: Variant) -> str | None:
 
 
 def resolve_variant_file(variant: Variant) -> str:
-    """Path of a released variant's weights in the Hugging Face cache, downloading if reachable."""
+    """Path of a variant's weights: shipped in this package, or in the Hugging Face cache
+    (downloaded if reachable)."""
+    if variant.bundled_file:
+        path = BUNDLED_DIR / variant.bundled_file
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"the weights shipped for variant {variant.name!r} are missing: {path}"
+            )
+        return str(path)
     cached = cached_variant_file(variant)
     if cached:
         return cached
@@ -203,6 +214,25 @@ def load_state_dict(
     backbone = detect_backbone(state_dict) or "unknown"
     info = WeightsInfo(location, digest, backbone, variant.name if variant else None, file_format)
     return state_dict, info
+
+
+def state_dict_bytes(
+    state_dict: dict[str, torch.Tensor],
+    dtype: torch.dtype = torch.float32,
+    metadata: dict[str, str] | None = None,
+) -> bytes:
+    """A BiRefNet state dict as a safetensors file with the released key names, loadable by `load_model`.
+
+    Wrappers (DDP's ``module.``, torch.compile's ``_orig_mod.``) are stripped; floating tensors are
+    cast to `dtype` (the releases on Hugging Face store float16), integer buffers kept.
+    """
+    from safetensors.torch import save
+
+    state = checkpoint_filter_fn(state_dict)
+    tensors = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in state.items()
+    }
+    return save(tensors, metadata=metadata)
 
 
 def _random_model(variant: Variant | None, device: str | torch.device, dtype: torch.dtype) -> BiRefNet:

@@ -99,3 +99,17 @@ def filesystem(uri: str, s3: S3Options | None = None) -> tuple[fsspec.AbstractFi
     raise ValueError(
         f"Unsupported URI scheme {scheme!r} in {uri!r}; supported: local paths, file://, memory://, s3://, s3a://."
     )
+
+
+def arrow_filesystem(uri: str, s3: S3Options | None = None) -> tuple[Any, str]:
+    """``uri`` as a pyarrow filesystem and the path inside it, for libraries that take one (Ray Train).
+
+    Local folders get pyarrow's own filesystem; S3 goes through the same s3fs instance (endpoint,
+    credentials, retries) as every other read and write here.
+    """
+    import pyarrow.fs
+
+    fs, path = filesystem(uri, s3)
+    if uri_scheme(uri) in LOCAL_SCHEMES:
+        return pyarrow.fs.LocalFileSystem(), path
+    return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path

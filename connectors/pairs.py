@@ -40,6 +40,7 @@ __all__ = [
     "MaskPair",
     "PairingResult",
     "dataset_name_of",
+    "decode_mask",
     "mask_key",
     "pair_masks",
     "pairs_from_manifest",
@@ -224,14 +225,21 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 
 
 def read_mask(uri: str, s3: S3Options | None = None) -> np.ndarray:
-    """The mask at ``uri`` as a contiguous H x W uint8 array.
+    """The mask at ``uri`` as a contiguous H x W uint8 array (see `decode_mask`).
+
+    A missing file raises FileNotFoundError and an unreadable one ImageDecodeError, both naming ``uri``.
+    """
+    return decode_mask(read_bytes(uri, s3), uri)
+
+
+def decode_mask(data: bytes, name: str) -> np.ndarray:
+    """A mask file's bytes as a contiguous H x W uint8 array; errors name ``name``.
 
     Grey masks are returned as stored; colour, palette and binary images go through Pillow's
     ``convert("L")`` (alpha ignored, as the reference's ``cv2.IMREAD_GRAYSCALE``); 16-bit masks are
-    scaled to 0..255, float (``F``) masks are taken as 0..255 and rounded. A missing file raises
-    FileNotFoundError and an unreadable one ImageDecodeError, both naming ``uri``.
+    scaled to 0..255, float (``F``) masks are taken as 0..255 and rounded.
     """
-    image = decode_image(read_bytes(uri, s3), uri)
+    image = decode_image(data, name)
     if image.mode in _HIGH_BIT_MODES:
         array = _to_uint8(np.asarray(image))
     elif image.mode == "F":

@@ -10,7 +10,9 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["encode_image", "object_scene"]
+__all__ = ["encode_image", "object_scene", "training_scene"]
+
+_SUPERSAMPLE = 4  # shapes are drawn this much larger and shrunk, for anti-aliased (soft) edges
 
 
 def object_scene(width: int, height: int, seed: int) -> Image.Image:
@@ -32,6 +34,134 @@ def object_scene(width: int, height: int, seed: int) -> Image.Image:
         else:
             draw.rounded_rectangle(box, radius=min(rx, ry) / 3, fill=colour)
     return image.filter(ImageFilter.GaussianBlur(0.6))
+
+
+def _noise_texture(rng: np.random.Generator, height: int, width: int, octaves: int = 4) -> np.ndarray:
+    """Fractal value noise in [0, 1]: random grids of growing resolution, upsampled and summed."""
+    total = np.zeros((height, width), np.float32)
+    for octave in range(octaves):
+        cells = 2 ** (octave + 2)
+        grid = Image.fromarray((rng.random((cells, cells)) * 255).astype(np.uint8))
+        layer = np.asarray(grid.resize((width, height), Image.Resampling.BICUBIC), np.float32) / 255
+        total += layer / 2**octave
+    return (total - total.min()) / max(1e-6, float(np.ptp(total)))
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A float H x W x 3 backdrop: studio gradient, stone/fabric noise, wood grain or floor tiles."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    a, b = rng.uniform(20, 235, (2, 3)).astype(np.float32)
+    kind = rng.integers(0, 4)
+    if kind == 0:
+        angle = rng.uniform(0, np.pi)
+        t = (np.cos(angle) * xx + np.sin(angle) * yy) / max(height, width)
+        t = ((t - t.min()) / max(1e-6, float(np.ptp(t))))[..., None]
+    elif kind == 1:
+        t = _noise_texture(rng, height, width)[..., None]
+    elif kind == 2:
+        frequency = rng.uniform(0.03, 0.15)
+        warp = _noise_texture(rng, height, width, 3) * rng.uniform(5, 25)
+        t = (0.5 + 0.5 * np.sin(frequency * (yy + warp)))[..., None]
+    else:
+        tile = int(rng.integers(12, 48))
+        t = (((yy // tile) + (xx // tile)) % 2)[..., None] * 0.6 + 0.2
+    image = a * (1 - t) + b * t
+    vignette = (
+        1 - rng.uniform(0, 0.35) * (((yy / height - 0.5) ** 2 + (xx / width - 0.5) ** 2) * 2)[..., None]
+    )
+    return image * vignette
+
+
+def _shape_mask(rng: np.random.Generator, height: int, width: int) -> Image.Image:
+    """One object's silhouette, drawn supersampled: a body, often with thin parts."""
+    s = _SUPERSAMPLE
+    canvas = Image.new("L", (width * s, height * s), 0)
+    draw = ImageDraw.Draw(canvas)
+    side = min(height, width) * s
+    size = rng.uniform(0.12, 0.45) * side
+    cx, cy = rng.uniform(0.2, 0.8) * width * s, rng.uniform(0.2, 0.8) * height * s
+    rx, ry = size * rng.uniform(0.5, 1.0), size * rng.uniform(0.5, 1.0)
+    body = rng.integers(0, 4)
+    if body == 0:
+        draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=255)
+    elif body == 1:
+        draw.rounded_rectangle(
+            (cx - rx, cy - ry, cx + rx, cy + ry), radius=min(rx, ry) * rng.uniform(0, 0.5), fill=255
+        )
+    elif body == 2:
+        corners = int(rng.integers(5, 11))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, corners))
+        radii = rng.uniform(0.5, 1.0, corners)
+        draw.polygon(
+            [(cx + rx * r * np.cos(t), cy + ry * r * np.sin(t)) for t, r in zip(angles, radii, strict=True)],
+            fill=255,
+        )
+    else:  # a vase / bottle: stacked ellipses and a neck
+        draw.ellipse((cx - rx, cy - ry * 0.2, cx + rx, cy + ry), fill=255)
+        draw.rectangle((cx - rx * 0.3, cy - ry, cx + rx * 0.3, cy + ry * 0.3), fill=255)
+    thin = max(1.0, s * rng.uniform(0.8, 3.0))
+    part = rng.integers(0, 4)
+    if part == 1:  # a handle: a ring beside the body
+        hr = ry * rng.uniform(0.35, 0.6)
+        draw.ellipse(
+            (cx + rx * 0.7, cy - hr, cx + rx * 0.7 + 2 * hr, cy + hr), outline=255, width=int(thin * 2)
+        )
+    elif part == 2:  # a wire or strap: a bent thin line leaving the body
+        points = [(cx, cy)]
+        for _ in range(int(rng.integers(2, 5))):
+            x, y = points[-1]
+            points.append((x + rng.normal(0, size * 0.6), y + rng.normal(0, size * 0.6)))
+        draw.line(points, fill=255, width=int(thin), joint="curve")
+    elif part == 3:  # legs or antennae: several thin straight lines
+        for _ in range(int(rng.integers(2, 5))):
+            angle = rng.uniform(0, 2 * np.pi)
+            length = size * rng.uniform(0.8, 1.6)
+            draw.line(
+                (cx, cy, cx + length * np.cos(angle), cy + length * np.sin(angle)), fill=255, width=int(thin)
+            )
+    return canvas.resize((width, height), Image.Resampling.BOX)
+
+
+def _object_colours(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A shaded, lightly textured surface: base colour, a light direction, optional pattern."""
+    base = rng.uniform(0, 255, 3).astype(np.float32)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    shade = 0.75 + 0.45 * ((np.cos(angle) * xx + np.sin(angle) * yy) / max(height, width))[..., None]
+    texture = 1 + rng.uniform(0, 0.25) * (_noise_texture(rng, height, width, 3)[..., None] - 0.5)
+    if rng.random() < 0.3:  # printed stripes
+        texture = texture * (1 + 0.25 * np.sign(np.sin(xx * rng.uniform(0.1, 0.4)))[..., None])
+    return base * shade * texture
+
+
+def training_scene(width: int, height: int, seed: int) -> tuple[Image.Image, np.ndarray]:
+    """A photo-like RGB image and its H x W uint8 ground-truth mask, both determined by `seed`.
+
+    Textured backdrop, one to four shaded objects of varied size with soft (anti-aliased) edges
+    and often thin parts (handles, wires, legs), soft drop shadows that are not foreground,
+    occasional defocus of the backdrop, sensor noise.
+    """
+    rng = np.random.default_rng(seed)
+    image = _background(rng, height, width)
+    if rng.random() < 0.3:
+        backdrop = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+        image = np.asarray(backdrop.filter(ImageFilter.GaussianBlur(rng.uniform(1, 3))), np.float32)
+    mask = np.zeros((height, width), np.float32)
+    light = rng.uniform(-1, 1, 2)
+    for _ in range(int(rng.integers(1, 5))):
+        alpha_image = _shape_mask(rng, height, width)
+        alpha = np.asarray(alpha_image, np.float32)[..., None] / 255
+        offset = (light * min(height, width) * rng.uniform(0.02, 0.06)).astype(int)
+        shadow = alpha_image.filter(ImageFilter.GaussianBlur(min(height, width) * rng.uniform(0.01, 0.04)))
+        shadow_alpha = np.roll(np.asarray(shadow, np.float32) / 255, tuple(offset[::-1]), axis=(0, 1))[
+            ..., None
+        ]
+        image = image * (1 - rng.uniform(0.3, 0.6) * shadow_alpha)
+        image = image * (1 - alpha) + _object_colours(rng, height, width) * alpha
+        mask = np.maximum(mask, alpha[..., 0])
+    image = image + rng.normal(0, rng.uniform(1, 5), image.shape)
+    rgb = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+    return rgb, np.clip(mask * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
 def encode_image(image: Image.Image, fmt: str = "JPEG", quality: int = 90) -> bytes:

@@ -46,7 +46,14 @@ log = logging.getLogger("jobs.cli")
 M = TypeVar("M", bound=BaseModel)
 
 #: Modules that define a subcommand as their ``COMMAND``, in the order `birefnet --help` lists them.
-COMMAND_MODULES = ("jobs.segment", "jobs.evaluate", "jobs.report", "jobs.demo")
+COMMAND_MODULES = (
+    "jobs.segment",
+    "jobs.evaluate",
+    "jobs.report",
+    "jobs.train",
+    "jobs.synthesize",
+    "jobs.demo",
+)
 #: A field carrying ``json_schema_extra={"file_only": True}`` is settable in --config files only.
 FILE_ONLY = "file_only"
 #: Validation errors whose message already says what was given (the fields' own validators do).

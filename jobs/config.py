@@ -16,7 +16,7 @@ from birefnet_core.size import Size
 from birefnet_core.variants import VARIANTS
 from connectors.storage import LOCAL_SCHEMES, uri_scheme
 
-from .shared_options import RayOptions, StorageOptions
+from .shared_options import RayOptions, Resolution, StorageOptions
 
 __all__ = ["SegmentConfig"]
 
@@ -44,7 +44,7 @@ class SegmentConfig(StorageOptions, RayOptions):
         description="Variant name, path or URI of the weights; 'random' for smoke tests. Default: the variant's release.",
     )
     weights_sha256: str | None = Field(None, description="Expected sha256 of the weights file.")
-    resolution: tuple[int, int] | None = Field(
+    resolution: Resolution | None = Field(
         None, description="Working size WxH (multiples of 32); default: the variant's."
     )
     outputs: list[OutputKind] = Field(
@@ -146,26 +146,6 @@ class SegmentConfig(StorageOptions, RayOptions):
     def _known_variant(cls, value: str) -> str:
         if value not in VARIANTS:
             raise ValueError(f"unknown variant {value!r}; choose one of {sorted(VARIANTS)}")
-        return value
-
-    @field_validator("resolution", mode="before")
-    @classmethod
-    def _parse_resolution(cls, value: Any) -> Any:
-        if isinstance(value, int):
-            value = (value, value)
-        if isinstance(value, str):
-            parts = value.lower().replace(",", "x").split("x")
-            try:
-                value = tuple(int(p) for p in parts) if len(parts) == 2 else (int(parts[0]),) * 2
-            except ValueError:
-                raise ValueError(f"expected WIDTHxHEIGHT or SIZE, got {value!r}") from None
-        return value
-
-    @field_validator("resolution")
-    @classmethod
-    def _multiple_of_32(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
-        if value is not None and (value[0] % 32 or value[1] % 32 or min(value) <= 0):
-            raise ValueError(f"{value[0]}x{value[1]} must be positive multiples of 32")
         return value
 
     @field_validator("concurrency", mode="before")

@@ -50,11 +50,15 @@ class Needs:
 
 
 def start_ray(
-    address: str | None, num_cpus: int | None = None, object_store_memory: int | None = None
+    address: str | None,
+    num_cpus: int | None = None,
+    object_store_memory: int | None = None,
+    dashboard: bool = False,
 ) -> bool:
     """Join ``address`` (or RAY_ADDRESS), else start an embedded local Ray; True when started here.
 
-    ``num_cpus`` and ``object_store_memory`` size an embedded Ray only; a cluster has its own.
+    ``num_cpus``, ``object_store_memory`` and ``dashboard`` shape an embedded Ray only; a cluster
+    has its own. Ray Train needs the dashboard: its state API watches the training controller.
     """
     if ray.is_initialized():
         return False
@@ -66,7 +70,7 @@ def start_ray(
             address="local",
             num_cpus=num_cpus,
             object_store_memory=object_store_memory,
-            include_dashboard=False,
+            include_dashboard=dashboard,
             logging_level=logging.WARNING,
         )
     return True

@@ -6,11 +6,35 @@ command line (`jobs.cli`) shows them in their own groups.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from connectors.storage import S3Options
 
-__all__ = ["RayOptions", "StorageOptions"]
+__all__ = ["RayOptions", "Resolution", "StorageOptions"]
+
+
+def _parse_resolution(value: Any) -> Any:
+    if isinstance(value, int):
+        value = (value, value)
+    if isinstance(value, str):
+        parts = value.lower().replace(",", "x").split("x")
+        try:
+            value = tuple(int(p) for p in parts) if len(parts) == 2 else (int(parts[0]),) * 2
+        except ValueError:
+            raise ValueError(f"expected WIDTHxHEIGHT or SIZE, got {value!r}") from None
+    return value
+
+
+def _multiple_of_32(value: tuple[int, int]) -> tuple[int, int]:
+    if value[0] % 32 or value[1] % 32 or min(value) <= 0:
+        raise ValueError(f"{value[0]}x{value[1]} must be positive multiples of 32")
+    return value
+
+
+#: A working size as people write it: WIDTHxHEIGHT or one SIZE, multiples of 32; kept as (width, height).
+Resolution = Annotated[tuple[int, int], BeforeValidator(_parse_resolution), AfterValidator(_multiple_of_32)]
 
 
 class StorageOptions(BaseModel):

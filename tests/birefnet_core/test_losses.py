@@ -135,3 +135,19 @@ def test_last_epochs_switch_from_bce_to_boundary_losses():
 def test_unknown_loss_names_are_refused():
     with pytest.raises(ValueError, match="unknown pixel losses"):
         LossWeights({"dice": 1.0})
+
+
+def test_ssim_equals_the_reference_11x11_convolution_form():
+    import torch.nn.functional as F
+
+    g = torch.tensor([math.exp(-(x**2) / (2 * 1.5**2)) for x in range(-5, 6)])
+    kernel = (torch.outer(g, g) / g.sum() ** 2)[None, None]
+    pred, gt = torch.rand(2, 1, 17, 23), (torch.rand(2, 1, 17, 23) > 0.5).float()
+
+    def blur(x):
+        return F.conv2d(x, kernel, padding=5)
+
+    mu_p, mu_g = blur(pred), blur(gt)
+    var_p, var_g, cov = blur(pred * pred) - mu_p**2, blur(gt * gt) - mu_g**2, blur(pred * gt) - mu_p * mu_g
+    ssim = ((2 * mu_p * mu_g + 1e-4) * (2 * cov + 9e-4)) / ((mu_p**2 + mu_g**2 + 1e-4) * (var_p + var_g + 9e-4))
+    assert ssim_loss(pred, gt).item() == pytest.approx(1 - (1 + ssim.mean().item()) / 2, abs=1e-6)

@@ -71,4 +71,3 @@ def test_training_forward_returns_what_the_reference_supervises():
     assert reference["class_preds"] == [None]  # no classification head in any release
     out.logits.mean().backward()
     assert model.decoder.conv_out1[0].weight.grad is not None
-

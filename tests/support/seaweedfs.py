@@ -57,6 +57,12 @@ class S3Server:
             )
         return self._fs
 
+    def options(self, **overrides: Any) -> Any:
+        """The code under test's S3Options for this endpoint and its credentials."""
+        from connectors.storage import S3Options
+
+        return S3Options(endpoint_url=self.endpoint_url, key=self.key, secret=self.secret, **overrides)
+
     def create_bucket(self, name: str | None = None) -> str:
         """Create a bucket (a fresh unique name by default) and return its name."""
         name = name or f"test-{uuid.uuid4().hex[:12]}"

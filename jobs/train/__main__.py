@@ -1,0 +1,5 @@
+"""``python -m jobs.train``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""One training checkpoint: the weights (released key names) and everything a resume needs.
+
+A checkpoint folder holds ``model.safetensors`` (loadable by ``birefnet_core.load_model``, like a
+release), ``training_state.pt`` (optimiser, schedule, gradient scaler, progress counters, RNG
+states) and ``checkpoint.json`` (progress, metrics and the run's config, for people).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from birefnet_core.weights import load_state_dict, state_dict_bytes
+
+__all__ = ["INFO_FILE", "MODEL_FILE", "STATE_FILE", "Progress", "load_checkpoint", "save_checkpoint"]
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "training_state.pt"
+INFO_FILE = "checkpoint.json"
+
+
+@dataclass
+class Progress:
+    """Where a run stands: optimiser steps done, epochs finished, batches into the current epoch."""
+
+    step: int = 0
+    epoch: int = 0
+    epoch_batches: int = 0
+    #: The step each resume of this run started from, in order.
+    resumed_from: list[int] = field(default_factory=list)
+
+
+def save_checkpoint(
+    directory: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    progress: Progress,
+    metrics: dict[str, Any],
+    config: dict[str, Any],
+) -> None:
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, MODEL_FILE), "wb") as handle:
+        handle.write(state_dict_bytes(model.state_dict(), metadata={"step": str(progress.step)}))
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "progress": asdict(progress),
+        "torch_rng": torch.get_rng_state(),
+    }
+    torch.save(state, os.path.join(directory, STATE_FILE))
+    info = {"progress": asdict(progress), "metrics": metrics, "config": config}
+    with open(os.path.join(directory, INFO_FILE), "w") as handle:
+        json.dump(info, handle, indent=2, default=str)
+
+
+def load_checkpoint(
+    directory: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+) -> Progress:
+    """Restore everything `save_checkpoint` wrote into the given objects; returns the progress."""
+    state_dict, _ = load_state_dict(os.path.join(directory, MODEL_FILE))
+    own = model.state_dict()
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()}, strict=True)
+    state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    return Progress(**state["progress"])
