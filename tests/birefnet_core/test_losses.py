@@ -149,5 +149,7 @@ def test_ssim_equals_the_reference_11x11_convolution_form():
 
     mu_p, mu_g = blur(pred), blur(gt)
     var_p, var_g, cov = blur(pred * pred) - mu_p**2, blur(gt * gt) - mu_g**2, blur(pred * gt) - mu_p * mu_g
-    ssim = ((2 * mu_p * mu_g + 1e-4) * (2 * cov + 9e-4)) / ((mu_p**2 + mu_g**2 + 1e-4) * (var_p + var_g + 9e-4))
+    ssim = ((2 * mu_p * mu_g + 1e-4) * (2 * cov + 9e-4)) / (
+        (mu_p**2 + mu_g**2 + 1e-4) * (var_p + var_g + 9e-4)
+    )
     assert ssim_loss(pred, gt).item() == pytest.approx(1 - (1 + ssim.mean().item()) / 2, abs=1e-6)
