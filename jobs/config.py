@@ -8,7 +8,7 @@ repeated exactly.
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -16,7 +16,7 @@ from birefnet_core.size import Size
 from birefnet_core.variants import VARIANTS
 from connectors.storage import LOCAL_SCHEMES, uri_scheme
 
-from .shared_options import RayOptions, Resolution, StorageOptions
+from .shared_options import CommaSeparated, RayOptions, Resolution, StorageOptions
 
 __all__ = ["SegmentConfig"]
 
@@ -47,7 +47,7 @@ class SegmentConfig(StorageOptions, RayOptions):
     resolution: Resolution | None = Field(
         None, description="Working size WxH (multiples of 32); default: the variant's."
     )
-    outputs: list[OutputKind] = Field(
+    outputs: Annotated[list[OutputKind], CommaSeparated] = Field(
         default_factory=lambda: ["mask"], description="What to write: mask, cutout."
     )
     refine_foreground: bool = Field(
@@ -204,11 +204,6 @@ class SegmentConfig(StorageOptions, RayOptions):
         if value is not None and value % 32:
             raise ValueError(f"{value} must be a multiple of 32")
         return value
-
-    @field_validator("outputs", mode="before")
-    @classmethod
-    def _split_outputs(cls, value: Any) -> Any:
-        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
     @field_validator("outputs")
     @classmethod

@@ -12,7 +12,15 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from connectors.storage import S3Options
 
-__all__ = ["RayOptions", "Resolution", "StorageOptions"]
+__all__ = ["CommaSeparated", "RayOptions", "Resolution", "StorageOptions"]
+
+
+def _split_commas(value: Any) -> Any:
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+#: List options take `a,b,c` on the command line (lists in config files); annotate the list with it.
+CommaSeparated = BeforeValidator(_split_commas)
 
 
 def _parse_resolution(value: Any) -> Any:

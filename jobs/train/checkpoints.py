@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from birefnet_core.weights import load_state_dict, state_dict_bytes
+from connectors.storage import S3Options, join_uri, list_files, read_bytes
 
-__all__ = ["INFO_FILE", "MODEL_FILE", "STATE_FILE", "Progress", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "INFO_FILE",
+    "MODEL_FILE",
+    "STATE_FILE",
+    "Progress",
+    "latest_complete_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
@@ -77,3 +87,26 @@ def load_checkpoint(
     scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["torch_rng"])
     return Progress(**state["progress"])
+
+
+def latest_complete_checkpoint(run_uri: str, s3: S3Options | None = None) -> str | None:
+    """URI of the checkpoint folder under `run_uri` with the most steps and all three files.
+
+    Ray Train resumes from its own snapshot of reported checkpoints, which it writes after the
+    upload; a run killed in between leaves a complete folder the snapshot does not list yet.
+    """
+    try:
+        entries = list_files(run_uri, None, s3)
+    except FileNotFoundError:
+        return None
+    folders: dict[str, set[str]] = {}
+    for entry in entries:
+        folder, name = posixpath.split(entry.relative_path)
+        if folder.startswith("checkpoint_") and "/" not in folder:
+            folders.setdefault(folder, set()).add(name)
+    best: tuple[int, str] | None = None
+    for folder, names in folders.items():
+        if {MODEL_FILE, STATE_FILE, INFO_FILE} <= names:
+            step = json.loads(read_bytes(join_uri(run_uri, f"{folder}/{INFO_FILE}"), s3))["progress"]["step"]
+            best = max(best or (step, folder), (step, folder))
+    return join_uri(run_uri, best[1]) if best else None

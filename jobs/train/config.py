@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -13,7 +13,7 @@ from birefnet_core.size import Size
 from birefnet_core.variants import VARIANTS
 from connectors.training_augment import AUGMENTATIONS, DEFAULT_AUGMENTATIONS
 
-from ..shared_options import RayOptions, Resolution, StorageOptions
+from ..shared_options import CommaSeparated, RayOptions, Resolution, StorageOptions
 
 __all__ = ["DEFAULT_RESOLUTION", "TrainConfig"]
 
@@ -65,7 +65,7 @@ class TrainConfig(StorageOptions, RayOptions):
         description="AdamW learning rate; default the reference's: 1e-4 (dis) or 1e-5, x sqrt(batch/4).",
     )
     lr_schedule: Literal["constant", "step", "cosine"] = Field("step", description="How the rate changes.")
-    lr_decay_epochs: list[int] = Field(
+    lr_decay_epochs: Annotated[list[int], CommaSeparated] = Field(
         default_factory=list,
         description="step schedule: epochs where the rate is multiplied (negative: from the end).",
     )
@@ -85,7 +85,7 @@ class TrainConfig(StorageOptions, RayOptions):
         ge=0,
         description="Final epochs with the boundary-loss weights; default: the task's, 0 turns it off.",
     )
-    augmentations: list[str] = Field(
+    augmentations: Annotated[list[str], CommaSeparated] = Field(
         default_factory=lambda: list(DEFAULT_AUGMENTATIONS), description=f"Of {', '.join(AUGMENTATIONS)}."
     )
     num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP processes).")
@@ -119,11 +119,6 @@ class TrainConfig(StorageOptions, RayOptions):
             raise ValueError(f"unknown backbone {value!r}; choose one of {list(BACKBONES)}")
         return value
 
-    @field_validator("augmentations", mode="before")
-    @classmethod
-    def _split_list(cls, value: object) -> object:
-        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
-
     @field_validator("augmentations")
     @classmethod
     def _known_augmentations(cls, value: list[str]) -> list[str]:
@@ -131,11 +126,6 @@ class TrainConfig(StorageOptions, RayOptions):
         if unknown:
             raise ValueError(f"unknown augmentations {unknown}; choose from {list(AUGMENTATIONS)}")
         return value
-
-    @field_validator("lr_decay_epochs", mode="before")
-    @classmethod
-    def _split_ints(cls, value: object) -> object:
-        return [int(v) for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
     @field_validator("loss_weights", mode="before")
     @classmethod

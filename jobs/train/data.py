@@ -28,7 +28,7 @@ from connectors.training_pairs import TrainingPair, list_training_pairs, pairs_t
 
 from ..ray_startup import STAGE_OPTIONS
 
-__all__ = ["TrainingData", "load_pairs", "load_training_data", "split_pairs"]
+__all__ = ["TrainingData", "load_pairs", "split_pairs", "training_datasets", "training_pairs"]
 
 log = logging.getLogger("jobs.train")
 
@@ -108,6 +108,8 @@ def _dataset(
     table: pa.Table = pairs_table(pairs)
     blocks = max(1, min(len(pairs) // 8, 64))
     dataset = ray.data.from_arrow(table).repartition(blocks)
+    if train:  # a new block order every epoch; iter_torch_batches shuffles within a buffer too
+        dataset = dataset.randomize_block_order()
     dataset = dataset.map_batches(
         load_pairs,
         fn_kwargs={"size": size, "augmentations": augmentations, "s3": s3, "train": train},
@@ -118,19 +120,28 @@ def _dataset(
     return dataset.select_columns(["image", "mask"]) if train else dataset
 
 
-def load_training_data(
-    data: str, val_data: str | None, val_fraction: float, seed: int, size: Size, augmentations: list[str],
-    s3: S3Options | None,
-) -> TrainingData:  # fmt: skip
-    """The run's datasets; raises UnpairedFilesError / FileNotFoundError naming the root."""
+def training_pairs(
+    data: str, val_data: str | None, val_fraction: float, seed: int, s3: S3Options | None
+) -> tuple[list[TrainingPair], list[TrainingPair]]:
+    """(train, validation) pairs; raises UnpairedFilesError / FileNotFoundError naming the root."""
     pairs = list_training_pairs(data, s3)
-    if val_data:
-        train, val = pairs, list_training_pairs(val_data, s3)
-    else:
-        train, val = split_pairs(pairs, seed, val_fraction)
+    train, val = (
+        (pairs, list_training_pairs(val_data, s3)) if val_data else split_pairs(pairs, seed, val_fraction)
+    )
     if not train:
         raise ValueError(f"{data}: no training pairs left after holding out {len(val)} for validation")
     log.info("%d training pairs, %d validation pairs", len(train), len(val))
+    return train, val
+
+
+def training_datasets(
+    train: list[TrainingPair],
+    val: list[TrainingPair],
+    size: Size,
+    augmentations: list[str],
+    s3: S3Options | None,
+) -> TrainingData:
+    """The run's Ray datasets (nothing is read until a worker iterates them)."""
     return TrainingData(
         train=_dataset(train, size, augmentations, s3, train=True),
         val=_dataset(val, size, [], s3, train=False) if val else None,

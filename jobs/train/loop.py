@@ -135,8 +135,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     accumulation = config.grad_accumulation
     config_json = config.model_dump(mode="json")
 
+    reported = []
+
     def report(metrics: dict[str, Any]) -> None:
         """Every worker reports; rank 0 attaches the checkpoint (Ray Train keeps the newest N)."""
+        reported.append(progress.step)
         metrics = {**metrics, "step": progress.step, "epoch": progress.epoch}
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
@@ -152,13 +155,16 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         )
         remaining = min(steps_per_epoch - progress.epoch_batches // accumulation, total_steps - progress.step)
         shard = ray.train.get_dataset_shard("train")
-        started, seen, losses = time.perf_counter(), 0, []
+        started, seen, losses = None, 0, []
         for index, (images, masks) in enumerate(_batches(shard, config, remaining * accumulation, device)):
+            if started is None:  # the clock starts at the first batch: pipeline start-up is not speed
+                started = time.perf_counter()
+            else:
+                seen += images.shape[0]
             last_micro = (index + 1) % accumulation == 0
             with ddp.no_sync() if world > 1 and not last_micro else nullcontext(), _autocast(config, device):
                 loss = criterion(ddp(images), masks)
             scaler.scale(loss / accumulation).backward()
-            seen += images.shape[0]
             progress.epoch_batches += 1
             if not last_micro:
                 continue
@@ -179,13 +185,17 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 and not ending
             ):
                 report({"loss": float(np.mean(losses[-config.checkpoint_every_steps :]))})
+        if started is None:
+            raise RuntimeError(
+                "no training batch could be read (every pair failed to load; see the warnings)"
+            )
         epoch_done = progress.epoch_batches >= steps_per_epoch * accumulation
         if epoch_done:
             progress.epoch, progress.epoch_batches = progress.epoch + 1, 0
         metrics: dict[str, Any] = {
             "loss": float(np.mean(losses)) if losses else float("nan"),
             "lr": scheduler.get_last_lr()[0],
-            "samples_per_second": seen * world / max(1e-9, time.perf_counter() - started),
+            "samples_per_second": seen * world / (time.perf_counter() - started) if started and seen else 0.0,
             "finetuning": finetuning,
         }
         if rank == 0 and (epoch_done or progress.step >= total_steps):
@@ -194,3 +204,5 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 metrics.update(_validate(model, val, config, device))  # not via DDP: no collectives
             log.info("epoch %d done at step %d: %s", progress.epoch, progress.step, metrics)
         report(metrics)
+    if not reported:  # resumed a finished run: hand its state back as this run's result
+        report({"loss": float("nan"), "already_complete": True})

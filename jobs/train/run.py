@@ -27,9 +27,9 @@ from connectors.storage import join_uri, write_bytes_atomic
 
 from ..errors import JobError, root_cause
 from ..ray_startup import start_ray
-from .checkpoints import INFO_FILE, MODEL_FILE
+from .checkpoints import INFO_FILE, MODEL_FILE, latest_complete_checkpoint
 from .config import TrainConfig
-from .data import load_training_data
+from .data import training_datasets, training_pairs
 from .loop import train_loop
 
 __all__ = ["TrainResult", "run"]
@@ -65,16 +65,22 @@ def _export(checkpoint: ray.train.Checkpoint, config: TrainConfig) -> tuple[str,
     return model_uri, info
 
 
+def _checkpoint_at(uri: str, config: TrainConfig) -> ray.train.Checkpoint:
+    filesystem, path = arrow_filesystem(uri, config.s3)
+    return ray.train.Checkpoint(path=path, filesystem=filesystem)
+
+
 def run(config: TrainConfig) -> TrainResult:
     """Train (or resume) and export; job-level problems raise JobError or the storage error."""
+    train_pairs, val_pairs = training_pairs(
+        config.data, config.val_data, config.val_fraction, config.seed, config.s3
+    )
     start_ray(config.ray_address, _embedded_cpus(config), config.object_store_memory, dashboard=True)
     size = config.size
     # Each worker streams its shard once per epoch; Ray Data's bars would fill the logs with one
     # set per epoch, and the loop already logs progress.
     ray.data.DataContext.get_current().enable_progress_bars = False
-    data = load_training_data(
-        config.data, config.val_data, config.val_fraction, config.seed, size, config.augmentations, config.s3
-    )
+    data = training_datasets(train_pairs, val_pairs, size, config.augmentations, config.s3)
     per_step = config.batch_size * config.num_workers * config.grad_accumulation
     steps_per_epoch = data.train_pairs // per_step
     if steps_per_epoch == 0:
@@ -89,6 +95,9 @@ def run(config: TrainConfig) -> TrainResult:
         config.learning_rate, config.precision,
     )  # fmt: skip
     filesystem, storage_path = arrow_filesystem(config.output, config.s3)
+    newest = latest_complete_checkpoint(join_uri(config.output, config.name), config.s3)
+    if newest:
+        log.info("found checkpoint %s; the run resumes from it (or from Ray Train's own record)", newest)
     datasets = {"train": data.train, **({"val": data.val} if data.val is not None else {})}
     trainer = TorchTrainer(
         train_loop,
@@ -112,6 +121,7 @@ def run(config: TrainConfig) -> TrainResult:
         ),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        resume_from_checkpoint=_checkpoint_at(newest, config) if newest else None,
     )
     try:
         result = trainer.fit()

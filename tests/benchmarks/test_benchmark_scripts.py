@@ -37,3 +37,11 @@ def test_model_speed_reports_seconds_per_dtype_and_backend_with_the_machine():
     assert result["seconds_per_image"]["float32"] > 0
     assert set(result["seconds_per_image_by_backend"]) == {"eager", "channels_last"}
     assert "cores" in result["machine"]
+
+
+@pytest.mark.slow
+def test_train_speed_reports_samples_per_second_per_worker_count():
+    result = _run("train_speed.py", "--size", "64", "--pairs", "12", "--batch-size", "2", "--workers", "1")
+    [one] = result["results"]
+    assert one["workers"] == 1 and one["samples_per_second"] > 0
+    assert "cores" in result["machine"]

@@ -5,6 +5,7 @@ import logging
 import pytest
 from huggingface_hub.errors import LocalEntryNotFoundError
 
+from birefnet_core import weights
 from birefnet_core.weights import RANDOM_WEIGHTS
 from jobs.demo import choose_weights
 
@@ -42,7 +43,7 @@ def hub(monkeypatch, tmp_path):
 def test_downloads_the_lite_release_when_the_hub_is_reachable(hub, caplog):
     fake = hub(cached=False, reachable=True)
     with caplog.at_level(logging.WARNING):
-        assert choose_weights(None) == str(fake.file)
+        assert choose_weights(None).weights == str(fake.file)
     download = fake.calls[-1]
     assert download["repo_id"] == "ZhengPeng7/BiRefNet_lite" and download["filename"] == "model.safetensors"
     assert not download.get("local_files_only")
@@ -51,25 +52,35 @@ def test_downloads_the_lite_release_when_the_hub_is_reachable(hub, caplog):
 
 def test_uses_the_cache_without_asking_the_network(hub):
     fake = hub(cached=True, reachable=False)
-    assert choose_weights(None) == str(fake.file)
+    assert choose_weights(None).weights == str(fake.file)
     assert [call.get("local_files_only") for call in fake.calls] == [True]
 
 
-def test_offline_falls_back_to_random_weights_under_a_banner(hub, caplog):
+def test_offline_falls_back_to_the_bundled_demo_model_under_a_banner(hub, caplog):
     hub(cached=False, reachable=False)
     with caplog.at_level(logging.WARNING):
-        assert choose_weights(None) == RANDOM_WEIGHTS
-    assert "RANDOM weights" in caplog.text and "downloading it failed" in caplog.text
+        model = choose_weights(None)
+    assert (model.variant, model.resolution) == ("demo", None)
+    assert model.weights == str(weights.BUNDLED_DIR / "birefnet-demo.safetensors")
+    assert "not a BiRefNet release" in caplog.text and "downloading it failed" in caplog.text
+
+
+def test_without_the_bundled_model_it_runs_random_weights_under_a_banner(hub, caplog, monkeypatch, tmp_path):
+    hub(cached=False, reachable=False)
+    monkeypatch.setattr(weights, "BUNDLED_DIR", tmp_path / "empty")
+    with caplog.at_level(logging.WARNING):
+        assert choose_weights(None).weights == RANDOM_WEIGHTS
+    assert "RANDOM weights" in caplog.text
 
 
 def test_hf_hub_offline_skips_the_download(hub, monkeypatch):
     fake = hub(cached=False, reachable=True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert choose_weights(None) == RANDOM_WEIGHTS
+    assert choose_weights(None).variant == "demo"
     assert all(call.get("local_files_only") for call in fake.calls)
 
 
 def test_explicit_weights_win(hub):
     fake = hub(cached=True, reachable=True)
-    assert choose_weights("/models/mine.safetensors") == "/models/mine.safetensors"
+    assert choose_weights("/models/mine.safetensors").weights == "/models/mine.safetensors"
     assert not fake.calls

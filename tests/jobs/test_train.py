@@ -1,0 +1,204 @@
+"""`birefnet train` on a real local Ray Train: 2 CPU workers (DDP over gloo), a kill, a resume.
+
+Each run is started as users start it, a process (and process group) of its own with its own
+embedded Ray, so the test can SIGKILL the whole run mid-training and start it again.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from birefnet_core.weights import detect_backbone, load_model, load_state_dict
+from connectors.synthetic import encode_image, training_scene
+from jobs.errors import EXIT_JOB_ERROR, EXIT_OK
+from tests.support.ray_cluster import kill_processes_with_env
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = 8
+FLAGS = [
+    "--backbone", "swin_v1_demo", "--resolution", "64", "--batch-size", "2", "--num-workers", "2",
+    "--cpus-per-worker", "1", "--lr", "2e-3", "--augmentations", "flip,enhance", "--val-fraction", "0.25",
+    "--epochs", "20", "--max-steps", str(STEPS), "--checkpoint-every-steps", "2", "--keep-checkpoints", "10",
+    "--log-every-steps", "1", "--num-cpus", "3", "--object-store-memory", str(150 * 1024**2),
+]  # fmt: skip
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")  # uint16 H x W arrays become 16-bit PNGs
+    return buffer.getvalue()
+
+
+def _write_corpus(root: Path) -> None:
+    """16 pairs of mixed kinds (JPEG, 16-bit and grey and RGBA PNG, 16-bit mask) and one broken image."""
+    for i in range(16):
+        image, mask = training_scene(72 + 8 * (i % 3), 64 + 8 * (i % 2), seed=100 + i)
+        rgb = np.asarray(image)
+        kinds = {
+            1: ("png", _png((rgb.astype(np.uint16) * 257)[..., 0])),
+            2: ("png", _png(np.asarray(image.convert("L")))),
+            3: ("png", _png(np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)]))),
+        }
+        ext, data = kinds.get(i % 5, ("jpg", encode_image(image)))
+        (root / "im").mkdir(parents=True, exist_ok=True)
+        (root / "gt").mkdir(parents=True, exist_ok=True)
+        (root / "im" / f"scene {i:02d}.{ext}").write_bytes(data)
+        gt = _png(mask.astype(np.uint16) * 257) if i == 4 else _png(mask)
+        (root / "gt" / f"scene {i:02d}.png").write_bytes(gt)
+    (root / "im" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (root / "gt" / "broken.png").write_bytes(_png(np.zeros((8, 8), np.uint8)))
+
+
+def _env() -> tuple[dict[str, str], str]:
+    marker = f"BIREFNET_TRAIN_TEST={uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "AWS_"))}
+    env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    env.update(dict([marker.split("=", 1)]))
+    return env, marker
+
+
+def _start(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+    env, marker = _env()
+    with log.open("w") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs.train", *args], cwd=REPO, env=env,
+            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    return proc, marker
+
+
+def _stop(proc: subprocess.Popen, marker: str) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    kill_processes_with_env(marker)
+
+
+def _checkpoints(run: Path) -> list[dict]:
+    infos = [json.loads(p.read_text()) for p in run.glob("checkpoint_*/checkpoint.json")]
+    return sorted(infos, key=lambda info: info["progress"]["step"])
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    data, out = root / "data", root / "runs"
+    _write_corpus(data)
+    args = ["--data", str(data), "--output", str(out), "--name", "tiny", *FLAGS]
+    proc, marker = _start(args, root / "first.log")
+    try:
+        deadline = time.monotonic() + 300
+        while not [c for c in _checkpoints(out / "tiny") if c["progress"]["step"] >= 2]:
+            assert proc.poll() is None, (root / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.2)
+        killed_at = _checkpoints(out / "tiny")[-1]["progress"]["step"]
+    finally:
+        _stop(proc, marker)
+    proc, marker = _start(args, root / "second.log")
+    try:
+        code = proc.wait(timeout=400)
+    finally:
+        _stop(proc, marker)
+    second = (root / "second.log").read_text()
+    assert code == EXIT_OK, second[-3000:]
+    return out / "tiny", killed_at, (root / "first.log").read_text() + second
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_with_step_and_optimiser_state(killed_and_resumed):
+    run, killed_at, _ = killed_and_resumed
+    assert 2 <= killed_at < STEPS, "the first run ended before it was killed; make it longer"
+    summary = json.loads((run / "training.json").read_text())
+    assert summary["progress"]["step"] == STEPS
+    assert summary["progress"]["resumed_from"][0] >= killed_at
+    last = max(
+        run.glob("checkpoint_*"),
+        key=lambda p: json.loads((p / "checkpoint.json").read_text())["progress"]["step"],
+    )
+    state = torch.load(last / "training_state.pt", weights_only=True)
+    adam_steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert adam_steps == {float(STEPS)}  # AdamW's moments went on from the checkpoint, not from zero
+
+
+def test_the_loss_falls_and_validation_is_scored(killed_and_resumed):
+    run, _, _ = killed_and_resumed
+    infos = _checkpoints(run)
+    assert infos[-1]["metrics"]["loss"] < infos[0]["metrics"]["loss"]
+    final = json.loads((run / "training.json").read_text())["metrics"]
+    assert 0 <= final["val_S"] <= 1 and 0 <= final["val_MAE"] <= 1
+
+
+def test_a_broken_pair_is_skipped_with_its_name(killed_and_resumed):
+    *_, logs = killed_and_resumed
+    assert "skipping training pair broken" in logs
+
+
+def test_the_final_model_loads_with_load_model_and_predicts(killed_and_resumed):
+    run, *_ = killed_and_resumed
+    state_dict, _ = load_state_dict(str(run / "model.safetensors"))
+    assert detect_backbone(state_dict) == "swin_v1_demo"
+    model = load_model(str(run / "model.safetensors"))
+    with torch.inference_mode():
+        logits = model(torch.randn(1, 3, 64, 96))
+    assert logits.shape == (1, 1, 64, 96) and torch.isfinite(logits).all()
+
+
+def test_unpaired_training_data_is_one_line_and_exit_2(tmp_path, capsys):
+    from jobs.train import main
+
+    (tmp_path / "im").mkdir()
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "im" / "a.jpg").write_bytes(encode_image(training_scene(32, 32, 0)[0]))
+    code = main(["--data", str(tmp_path), "--output", str(tmp_path / "runs"), "--backbone", "swin_v1_demo"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_JOB_ERROR
+    assert len(err) == 1 and "images without a mask" in err[0] and "a.jpg" in err[0]
+
+
+def test_training_reads_pairs_from_s3_and_checkpoints_to_s3(s3_server, s3_bucket, tmp_path):
+    local = tmp_path / "data"
+    _write_corpus(local)
+    fs = s3_server.filesystem()
+    for path in local.rglob("*.*"):
+        fs.pipe(f"{s3_bucket}/data/{path.relative_to(local).as_posix()}", path.read_bytes())
+    args = [
+        "--data", f"s3://{s3_bucket}/data", "--output", f"s3://{s3_bucket}/runs", "--name", "remote",
+        "--s3-endpoint-url", s3_server.endpoint_url, *FLAGS, "--num-workers", "1", "--max-steps", "2",
+    ]  # fmt: skip
+    env, marker = _env()
+    env.update(
+        AWS_ACCESS_KEY_ID=s3_server.key,
+        AWS_SECRET_ACCESS_KEY=s3_server.secret,
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    log = tmp_path / "remote.log"
+    with log.open("w") as handle:
+        proc = subprocess.Popen([sys.executable, "-m", "jobs.train", *args], cwd=REPO, env=env,
+                                stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        assert proc.wait(timeout=400) == EXIT_OK, log.read_text()[-3000:]
+    finally:
+        _stop(proc, marker)
+    assert fs.exists(f"{s3_bucket}/runs/remote/model.safetensors")
+    assert fs.glob(f"{s3_bucket}/runs/remote/checkpoint_*/training_state.pt")
+    storage = s3_server.options()
+    from connectors.storage import open_input
+
+    model = load_model(
+        f"s3://{s3_bucket}/runs/remote/model.safetensors", opener=lambda uri: open_input(uri, storage)
+    )
+    assert model.backbone_name == "swin_v1_demo"
