@@ -65,7 +65,8 @@ def save_checkpoint(
         "torch_rng": torch.get_rng_state(),
     }
     torch.save(state, os.path.join(directory, STATE_FILE))
-    info = {"progress": asdict(progress), "metrics": metrics, "config": config}
+    sizes = {name: os.path.getsize(os.path.join(directory, name)) for name in (MODEL_FILE, STATE_FILE)}
+    info = {"progress": asdict(progress), "metrics": metrics, "config": config, "file_sizes": sizes}
     with open(os.path.join(directory, INFO_FILE), "w") as handle:
         json.dump(info, handle, indent=2, default=str)
 
@@ -90,23 +91,31 @@ def load_checkpoint(
 
 
 def latest_complete_checkpoint(run_uri: str, s3: S3Options | None = None) -> str | None:
-    """URI of the checkpoint folder under `run_uri` with the most steps and all three files.
+    """URI of the newest checkpoint folder under `run_uri` whose files are all there and whole.
 
-    Ray Train resumes from its own snapshot of reported checkpoints, which it writes after the
-    upload; a run killed in between leaves a complete folder the snapshot does not list yet.
+    Ray Train resumes from its own record of reported checkpoints, which it writes after the
+    upload; a run killed in between leaves a folder the record does not list yet, and one killed
+    during the upload leaves a partial folder. ``checkpoint.json`` states the other files' sizes,
+    so a folder counts only when it parses and every size matches.
     """
     try:
         entries = list_files(run_uri, None, s3)
     except FileNotFoundError:
         return None
-    folders: dict[str, set[str]] = {}
+    folders: dict[str, dict[str, int]] = {}
     for entry in entries:
         folder, name = posixpath.split(entry.relative_path)
         if folder.startswith("checkpoint_") and "/" not in folder:
-            folders.setdefault(folder, set()).add(name)
-    best: tuple[int, str] | None = None
-    for folder, names in folders.items():
-        if {MODEL_FILE, STATE_FILE, INFO_FILE} <= names:
-            step = json.loads(read_bytes(join_uri(run_uri, f"{folder}/{INFO_FILE}"), s3))["progress"]["step"]
-            best = max(best or (step, folder), (step, folder))
-    return join_uri(run_uri, best[1]) if best else None
+            folders.setdefault(folder, {})[name] = entry.size
+    for folder in sorted(folders, reverse=True):  # Ray names them by time
+        sizes = folders[folder]
+        if INFO_FILE not in sizes:
+            continue
+        try:
+            info = json.loads(read_bytes(join_uri(run_uri, f"{folder}/{INFO_FILE}"), s3))
+            expected = info["file_sizes"]
+        except (ValueError, KeyError):
+            continue
+        if all(sizes.get(name) == size for name, size in expected.items()):
+            return join_uri(run_uri, folder)
+    return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import posixpath
 import tempfile
 import time
 from contextlib import nullcontext
@@ -29,6 +30,7 @@ from birefnet_core.preprocessing import normalize_batch
 from birefnet_core.size import Size
 from birefnet_core.variants import IMAGENET_MEAN, IMAGENET_STD
 from birefnet_core.weights import RANDOM_WEIGHTS, load_model
+from connectors.filesystems import arrow_filesystem
 from connectors.pairs import decode_mask
 from connectors.storage import open_input
 
@@ -60,6 +62,15 @@ def _initial_model(config: TrainConfig) -> torch.nn.Module:
         return create_model(config.model_backbone)
     storage = config.s3
     return load_model(source, variant=config.variant, opener=lambda uri: open_input(uri, storage))
+
+
+def _checkpoint_at(uri: str | None, config: TrainConfig) -> ray.train.Checkpoint | None:
+    """The newest complete checkpoint folder the driver found, when Ray Train has none to hand back
+    (its record of reported checkpoints is written after the upload, so a kill can fall between)."""
+    if uri is None:
+        return None
+    filesystem, path = arrow_filesystem(uri, config.s3)
+    return ray.train.Checkpoint(path=path, filesystem=filesystem)
 
 
 def _batches(shard: Any, config: TrainConfig, count: int, device: torch.device) -> Any:
@@ -119,7 +130,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     )
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     progress = Progress()
-    checkpoint = ray.train.get_checkpoint()
+    found = (ray.train.get_checkpoint(), _checkpoint_at(loop_config["newest_checkpoint"], config))
+    # Ray names checkpoint folders by time, so the later name is the newer state.
+    checkpoint = max(
+        (c for c in found if c), key=lambda c: posixpath.basename(c.path.rstrip("/")), default=None
+    )
     if checkpoint:
         with checkpoint.as_directory() as directory:
             progress = load_checkpoint(directory, model, optimizer, scheduler, scaler)

@@ -65,11 +65,6 @@ def _export(checkpoint: ray.train.Checkpoint, config: TrainConfig) -> tuple[str,
     return model_uri, info
 
 
-def _checkpoint_at(uri: str, config: TrainConfig) -> ray.train.Checkpoint:
-    filesystem, path = arrow_filesystem(uri, config.s3)
-    return ray.train.Checkpoint(path=path, filesystem=filesystem)
-
-
 def run(config: TrainConfig) -> TrainResult:
     """Train (or resume) and export; job-level problems raise JobError or the storage error."""
     train_pairs, val_pairs = training_pairs(
@@ -106,6 +101,7 @@ def run(config: TrainConfig) -> TrainResult:
             "steps_per_epoch": steps_per_epoch,
             "total_steps": total_steps,
             "has_val": data.val is not None,
+            "newest_checkpoint": newest,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.num_workers,
@@ -121,7 +117,6 @@ def run(config: TrainConfig) -> TrainResult:
         ),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-        resume_from_checkpoint=_checkpoint_at(newest, config) if newest else None,
     )
     try:
         result = trainer.fit()
