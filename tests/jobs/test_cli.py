@@ -24,9 +24,10 @@ def _birefnet(*args: str) -> subprocess.CompletedProcess[str]:
 def test_console_script_lists_every_subcommand():
     done = _birefnet("--help")
     assert done.returncode == 0, done.stderr
-    for name in ("segment", "evaluate", "report", "demo"):
+    names = ["segment", "evaluate", "report", "train", "synthesize", "demo"]
+    for name in names:
         assert f"    {name}" in done.stdout
-    assert [c.name for c in commands()] == ["segment", "evaluate", "report", "demo"]
+    assert [c.name for c in commands()] == names
     assert len(COMMAND_MODULES) == len(commands())
 
 

@@ -131,10 +131,8 @@ def test_a_killed_run_resumes_from_its_checkpoint_with_step_and_optimiser_state(
     summary = json.loads((run / "training.json").read_text())
     assert summary["progress"]["step"] == STEPS
     assert summary["progress"]["resumed_from"][0] >= killed_at
-    last = max(
-        run.glob("checkpoint_*"),
-        key=lambda p: json.loads((p / "checkpoint.json").read_text())["progress"]["step"],
-    )
+    infos = {p.parent: json.loads(p.read_text()) for p in run.glob("checkpoint_*/checkpoint.json")}
+    last = max(infos, key=lambda folder: infos[folder]["progress"]["step"])
     state = torch.load(last / "training_state.pt", weights_only=True)
     adam_steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
     assert adam_steps == {float(STEPS)}  # AdamW's moments went on from the checkpoint, not from zero
