@@ -29,6 +29,7 @@ from birefnet_core.variants import IMAGENET_MEAN, IMAGENET_STD
 from birefnet_core.weights import detect_backbone, load_model, load_state_dict
 from connectors.synthetic import encode_image, training_scene
 from jobs.errors import EXIT_JOB_ERROR, EXIT_OK
+from jobs.train.checkpoints import latest_complete_checkpoint
 from jobs.train.data import load_pairs
 from tests.support.ray_cluster import kill_processes_with_env
 
@@ -94,9 +95,10 @@ def _stop(proc: subprocess.Popen, marker: str) -> None:
     kill_processes_with_env(marker)
 
 
-def _checkpoints(run: Path) -> list[dict]:
-    infos = [json.loads(p.read_text()) for p in run.glob("checkpoint_*/checkpoint.json")]
-    return sorted(infos, key=lambda info: info["progress"]["step"])
+def _complete_checkpoint_step(run: Path) -> int | None:
+    """Step of the newest whole checkpoint folder: a kill during Ray's copy leaves partial ones."""
+    folder = latest_complete_checkpoint(str(run)) if run.exists() else None
+    return json.loads((Path(folder) / "checkpoint.json").read_text())["progress"]["step"] if folder else None
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +110,10 @@ def killed_and_resumed(tmp_path_factory):
     proc, marker = _start(args, root / "first.log")
     try:
         deadline = time.monotonic() + 300
-        while not [c for c in _checkpoints(out / "tiny") if c["progress"]["step"] >= 2]:
+        while (killed_at := _complete_checkpoint_step(out / "tiny")) is None:
             assert proc.poll() is None, (root / "first.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint within 300 s"
             time.sleep(0.2)
-        killed_at = _checkpoints(out / "tiny")[-1]["progress"]["step"]
     finally:
         _stop(proc, marker)
     proc, marker = _start(args, root / "second.log")
