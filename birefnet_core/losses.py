@@ -203,7 +203,12 @@ class BiRefNetLoss:
     terms: dict[str, float] = field(default_factory=dict)
 
     def __call__(self, outputs: TrainingOutputs, gt: torch.Tensor) -> torch.Tensor:
-        gt = gt.clamp(0, 1).float()
+        # In float32 even when the model ran under bf16/fp16 autocast: SSIM's variances and the
+        # log terms lose everything at 8 bits of mantissa (bf16 training otherwise hits -inf).
+        with torch.autocast(gt.device.type, enabled=False):
+            return self._total(outputs, gt.clamp(0, 1).float())
+
+    def _total(self, outputs: TrainingOutputs, gt: torch.Tensor) -> torch.Tensor:
         enabled = {name: w for name, w in self.weights.pixel.items() if w}
         predictions = outputs.scaled_logits
         terms: dict[str, torch.Tensor] = {name: gt.new_zeros(()) for name in enabled}

@@ -153,3 +153,20 @@ def test_ssim_equals_the_reference_11x11_convolution_form():
         (mu_p**2 + mu_g**2 + 1e-4) * (var_p + var_g + 9e-4)
     )
     assert ssim_loss(pred, gt).item() == pytest.approx(1 - (1 + ssim.mean().item()) / 2, abs=1e-6)
+
+
+def test_the_loss_is_computed_in_float32_under_bf16_autocast():
+    """bf16 training: the model runs under autocast, the loss must not (SSIM's variances underflow)."""
+    torch.manual_seed(0)
+    gt = (torch.rand(2, 1, 32, 32) > 0.5).float()
+    outputs = _outputs(0.0)
+    logits = torch.randn(2, 1, 32, 32) * 4
+    outputs = TrainingOutputs(
+        [logits[..., ::2, ::2]] * 3, logits, outputs.gradient_logits, outputs.gradient_targets
+    )
+    loss = BiRefNetLoss(TASK_LOSS_WEIGHTS["general"])
+    reference = loss(outputs, gt).item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = loss(outputs, gt)
+    assert under_autocast.dtype == torch.float32
+    assert under_autocast.item() == pytest.approx(reference, rel=1e-6)
