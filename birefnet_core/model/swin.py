@@ -60,6 +60,12 @@ SWIN_CONFIGS: dict[str, SwinConfig] = {
 DROP_PATH_RATE = 0.2
 
 
+def ceil_div(n: int, d: int) -> int:
+    """ceil(n / d) for n >= 0, without negative floor division, which an exported graph computes
+    as truncating integer division."""
+    return (n + d - 1) // d
+
+
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     """(B, H, W, C) -> (B * nW, window * window, C)."""
     b, h, w, c = x.shape
@@ -102,10 +108,13 @@ def cached_per_shape(maxsize: int) -> Callable[[Callable[..., T]], Callable[...,
 def shifted_window_mask(hp: int, wp: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
     """Additive mask (nW, 1, N, N) that keeps shifted windows from attending across the roll seam;
     shared by every block, batch and forward of that padded shape."""
-    regions = torch.zeros((1, hp, wp, 1), device=device)
-    cuts = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
-    for label, (hs, ws) in enumerate((hs, ws) for hs in cuts for ws in cuts):
-        regions[:, hs, ws, :] = label
+
+    def bands(length: int) -> torch.Tensor:
+        # 0 before the last window, 1 in it up to the shift, 2 in the last `shift` positions.
+        position = torch.arange(length, device=device)
+        return (position >= length - window).long() + (position >= length - shift).long()
+
+    regions = 3 * bands(hp).view(1, hp, 1, 1) + bands(wp).view(1, 1, wp, 1)
     labels = window_partition(regions, window).squeeze(-1)
     different = labels.unsqueeze(1) != labels.unsqueeze(2)
     return torch.zeros(different.shape, device=device).masked_fill(different, SHIFT_MASK_VALUE).unsqueeze(1)
@@ -121,7 +130,7 @@ def window_token_order(
     real token it holds, or h * w for padding (a zero token appended after the real ones).
     `scatter` (h * w,) names, for every real token, its slot in that layout.
     """
-    hp, wp = -(-h // window) * window, -(-w // window) * window
+    hp, wp = ceil_div(h, window) * window, ceil_div(w, window) * window
     rows = torch.arange(hp, device=device).view(-1, 1)
     cols = torch.arange(wp, device=device).view(1, -1)
     source = torch.where((rows < h) & (cols < w), rows * w + cols, h * w)
@@ -140,9 +149,11 @@ def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: 
     On CPU in reduced precision two plain matmuls around a softmax run about twice as fast as the
     fused SDPA kernel for Swin's 49- or 144-token windows (bf16 on 2 AVX512-BF16 cores: 5.9 ms
     against 11.5 ms for 9 windows x 24 heads, 20 ms against 40 ms for 121 x 6); elsewhere, and in
-    float32, SDPA is as fast or faster.
+    float32, SDPA is as fast or faster. While exporting, the plain form is traced: its output
+    strides do not depend on which SDPA kernel the tracer assumes.
     """
-    if q.device.type != "cpu" or q.dtype == torch.float32:
+    fused = q.device.type != "cpu" or q.dtype == torch.float32
+    if fused and not torch.compiler.is_exporting():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)).add_(bias)
     return torch.matmul(scores.softmax(-1), v)
@@ -260,11 +271,17 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
         self.norm = nn.LayerNorm(4 * dim)
 
-    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, size: tuple[int, int], merged: tuple[int, int]) -> torch.Tensor:
+        """(B, h * w, C) tokens -> (B, ho * wo, 2C), `merged` = (ceil(h / 2), ceil(w / 2)).
+
+        The 2x2 neighbours are concatenated in the released order, (0, 0), (1, 0), (0, 1), (1, 1)
+        as (row, column) offsets, by one reshape of the zero-padded map.
+        """
+        (h, w), (ho, wo) = size, merged
         b, _, c = x.shape
-        x = F.pad(x.view(b, h, w, c), (0, 0, 0, w % 2, 0, h % 2))
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
-        return self.reduction(self.norm(x.reshape(b, -1, 4 * c)))
+        x = F.pad(x.view(b, h, w, c), (0, 0, 0, 2 * wo - w, 0, 2 * ho - h))
+        x = x.view(b, ho, 2, wo, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, ho * wo, 4 * c)
+        return self.reduction(self.norm(x))
 
 
 class SwinStage(nn.Module):
@@ -280,14 +297,17 @@ class SwinStage(nn.Module):
         )
         self.downsample = PatchMerging(dim) if downsample else None
 
-    def forward(self, x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (stage output at h x w, input of the next stage)."""
-        hp = -(-h // self.window) * self.window
-        wp = -(-w // self.window) * self.window
+    def forward(
+        self, x: torch.Tensor, size: tuple[int, int], merged: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (stage output at `size`, input of the next stage at `merged`)."""
+        h, w = size
+        hp = ceil_div(h, self.window) * self.window
+        wp = ceil_div(w, self.window) * self.window
         mask = shifted_window_mask(hp, wp, self.window, self.shift, x.device)
         for block in self.blocks:
             x = block(x, h, w, mask)
-        following = self.downsample(x, h, w) if self.downsample is not None else x
+        following = self.downsample(x, size, merged) if self.downsample is not None else x
         return x, following
 
 
@@ -300,7 +320,8 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        x = F.pad(x, (0, -w % self.patch, 0, -h % self.patch))
+        if h % self.patch or w % self.patch:
+            x = F.pad(x, (0, -w % self.patch, 0, -h % self.patch))
         x = self.proj(x)
         b, c, hh, ww = x.shape
         return self.norm(x.flatten(2).transpose(1, 2)).transpose(1, 2).view(b, c, hh, ww)
@@ -329,13 +350,15 @@ class SwinTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)
         b, _, h, w = x.shape
+        # Stage i is ceil(h / 2^i) tall (nested ceilings of halves are one ceiling), written in
+        # closed form so that an exported graph's symbolic sizes stay small.
+        sizes = [(ceil_div(h, 2**i), ceil_div(w, 2**i)) for i in range(len(self.layers) + 1)]
         x = x.flatten(2).transpose(1, 2)
         outs = []
         for i, stage in enumerate(self.layers):
-            out, x = stage(x, h, w)
+            out, x = stage(x, sizes[i], sizes[i + 1])
             out = getattr(self, f"norm{i}")(out)
-            outs.append(out.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous())
-            h, w = (h + 1) // 2, (w + 1) // 2
+            outs.append(out.view(b, *sizes[i], -1).permute(0, 3, 1, 2).contiguous())
         return outs
 
 

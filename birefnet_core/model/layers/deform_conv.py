@@ -47,12 +47,16 @@ def deform_conv2d_torch(
     table = F.pad(x.permute(0, 2, 3, 1).reshape(batch, pixels, channels), (0, 0, 0, 1))
     table = table.reshape(batch * (pixels + 1), channels)
     weight_matrix = weight.permute(0, 2, 3, 1).reshape(out_channels, taps * channels).to(x.dtype)
-    rows = max(1, chunk_bytes // (x.element_size() * taps * channels * out_w * batch))
+    if torch.compiler.is_exporting():  # an exported graph has symbolic sizes: all rows at once
+        starts, rows = [0], out_h
+    else:
+        rows = max(1, chunk_bytes // (x.element_size() * taps * channels * out_w * batch))
+        starts = range(0, out_h, rows)
     parts = [
         _sample_and_multiply(
             table, offset, mask, weight_matrix, (height, width), (kh, kw), padding, start, rows
         )
-        for start in range(0, out_h, rows)
+        for start in starts
     ]
     out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
     return out.transpose(1, 2).reshape(batch, out_channels, out_h, out_w)
@@ -102,13 +106,30 @@ def _sample_and_multiply(
         inside = (yy >= 0) & (yy < height) & (xx >= 0) & (xx < width)
         indices.append(torch.where(inside, yy * width + xx, pixels) + first_row)
         weights.append(bilinear * modulation)
-    columns = F.embedding_bag(
+    columns = _weighted_gather(table, indices, weights)
+    return torch.matmul(columns.view(batch, rows * out_w, -1), weight_matrix.t())
+
+
+def _weighted_gather(
+    table: torch.Tensor, indices: list[torch.Tensor], weights: list[torch.Tensor]
+) -> torch.Tensor:
+    """sum_k weights[k] * table[indices[k]], one row per sample position.
+
+    `embedding_bag` does it in one pass, but ONNX has no such operator (it exports as a Loop), so
+    an exported graph takes four plain Gathers and a weighted sum instead.
+    """
+    if torch.compiler.is_exporting():
+        rows = [
+            table.index_select(0, index.reshape(-1)) * weight.reshape(-1, 1).to(table.dtype)
+            for index, weight in zip(indices, weights, strict=True)
+        ]
+        return rows[0] + rows[1] + rows[2] + rows[3]
+    return F.embedding_bag(
         torch.stack(indices, -1).view(-1, 4),
         table,
         per_sample_weights=torch.stack(weights, -1).view(-1, 4).to(table.dtype),
         mode="sum",
     )
-    return torch.matmul(columns.view(batch, rows * out_w, -1), weight_matrix.t())
 
 
 def select_deform_kernel(x: torch.Tensor, preference: str = "auto") -> str:
