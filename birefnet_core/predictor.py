@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .model import BiRefNet
+from .onnx_runtime import OnnxRuntimeModel
 from .postprocessing import resize_probabilities
 from .precision import resolve_compute_dtype
 from .preprocessing import normalize_batch, prepare_image, to_rgb_uint8, working_size
@@ -89,11 +90,15 @@ class Predictor:
     On CUDA, batches are padded to a few fixed sizes (`padded_batch_size`), uploads go through
     pinned memory on a side stream, downloads are non-blocking and overlap the next batch, and a
     batch that runs out of memory is split in half and retried, the smaller size then kept.
+
+    `model` may also be an exported graph in onnxruntime (`OnnxRuntimeModel`, backends
+    `onnxruntime` and `tensorrt`): it runs at the precision it was exported in, and the PyTorch
+    options (dtype, compile, channels-last) do not apply to it.
     """
 
     def __init__(
         self,
-        model: BiRefNet,
+        model: BiRefNet | OnnxRuntimeModel,
         *,
         variant: Variant | None = None,
         size: Size | None = None,
@@ -108,13 +113,24 @@ class Predictor:
         pad_batches: bool | None = None,
     ) -> None:
         self.variant = variant if variant is not None else getattr(model, "variant", None)
+        exported = isinstance(model, OnnxRuntimeModel)
+        if exported and (compile or cuda_graphs or channels_last):
+            raise ValueError("compile, cuda_graphs and channels_last apply to the torch backend only")
+        size = size if size is not None or not exported else model.size
         self.size = DEFAULT_SIZE if self.variant is None and size is None else size
         self.device = torch.device(device)
-        self.dtype = resolve_compute_dtype(self.device, dtype, strict_dtype)
+        #: "torch", or the exported graph's runtime.
+        self.backend = model.backend if exported else "torch"
+        if exported:
+            self.dtype = torch.float16 if model.precision == "float16" else torch.float32
+        else:
+            self.dtype = resolve_compute_dtype(self.device, dtype, strict_dtype)
         self.weights_dtype = torch.bfloat16 if self.dtype == torch.bfloat16 else torch.float32
         self.channels_last = channels_last
         self.mean = self.variant.mean if self.variant else IMAGENET_MEAN
         self.std = self.variant.std if self.variant else IMAGENET_STD
+        if exported:
+            self.mean, self.std = model.mean or self.mean, model.std or self.std
         on_cuda = self.device.type == "cuda"
         self.pad_batches = (on_cuda or compile) if pad_batches is None else pad_batches
         #: Largest batch that fitted in memory, once one did not.
@@ -126,13 +142,23 @@ class Predictor:
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
             self._upload_stream = torch.cuda.Stream(self.device)
+        if exported and model.device != self.device:
+            raise ValueError(
+                f"the onnxruntime session runs on {model.device}, the predictor on {self.device}"
+            )
+        self.model = model if exported else self._placed(model, compile, compile_scope, cuda_graphs)
+
+    def _placed(
+        self, model: BiRefNet, compile: bool, compile_scope: Literal["model", "backbone"], cuda_graphs: bool
+    ) -> BiRefNet:
+        """The PyTorch model on this device in this dtype, channels-last and compiled if asked."""
         model = model.to(device=self.device, dtype=self.weights_dtype).eval()
-        if channels_last:
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if compile or cuda_graphs:
             target = model.bb if compile_scope == "backbone" else model
             target.compile(dynamic=False, mode="reduce-overhead" if cuda_graphs else None)
-        self.model = model
+        return model
 
     def size_for(self, height: int, width: int) -> Size:
         """Working size for an image of the given size."""
@@ -207,7 +233,7 @@ class Predictor:
         x = normalize_batch(batch, self.mean, self.std, self.weights_dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        autocast = self.dtype != self.weights_dtype
+        autocast = self.dtype != self.weights_dtype and self.backend == "torch"
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
             logits = self.model(x)
         probs = torch.sigmoid(logits[:count, 0].float())

@@ -51,6 +51,7 @@ COMMAND_MODULES = (
     "jobs.evaluate",
     "jobs.report",
     "jobs.train",
+    "jobs.export",
     "jobs.synthesize",
     "jobs.demo",
 )

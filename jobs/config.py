@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from birefnet_core.backend import Backend
 from birefnet_core.size import Size
 from birefnet_core.variants import VARIANTS
 from connectors.storage import LOCAL_SCHEMES, uri_scheme
@@ -85,6 +86,18 @@ class SegmentConfig(StorageOptions, RayOptions):
         False, description="Allow TF32 matmuls and convolutions for float32 on CUDA (faster, less exact)."
     )
     channels_last: bool = Field(False, description="Run convolutions in channels-last memory format.")
+    backend: Backend = Field(
+        "torch",
+        description="What runs the model: PyTorch, or an ONNX graph in onnxruntime (CPU/CUDA) or TensorRT "
+        "(onnxruntime's provider); .onnx weights are used as they are, other weights are exported once per machine.",
+    )
+    onnx_cache: str | None = Field(
+        None, description="Local folder for weights exported to ONNX; default: ~/.cache/birefnet-ray/onnx."
+    )
+    engine_cache: str | None = Field(
+        None,
+        description="Local folder for TensorRT engines and timing caches; default: ~/.cache/birefnet-ray/tensorrt.",
+    )
     tile_size: int | None = Field(
         None, ge=32, description="Scene tiles (px, multiple of 32); default: the variant's working size."
     )
@@ -224,6 +237,22 @@ class SegmentConfig(StorageOptions, RayOptions):
             raise ValueError(
                 f"tile_overlap {self.tile_overlap} must be at most half of tile_size {self.tile_size}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _backend_options(self) -> SegmentConfig:
+        if self.backend == "torch":
+            if self.weights and self.weights.lower().endswith(".onnx"):
+                raise ValueError(
+                    f"--weights {self.weights} is an ONNX file: add --backend onnxruntime or tensorrt"
+                )
+            return self
+        torch_only = [_flag for _flag, on in (("--compile", self.compile), ("--cuda-graphs", self.cuda_graphs),
+                      ("--channels-last", self.channels_last), ("--tf32", self.tf32)) if on]  # fmt: skip
+        if torch_only:
+            raise ValueError(f"{', '.join(torch_only)} apply to --backend torch only, not {self.backend}")
+        if self.backend == "tensorrt" and self.device == "cpu":
+            raise ValueError("--backend tensorrt needs a CUDA device, not --device cpu")
         return self
 
     @model_validator(mode="after")

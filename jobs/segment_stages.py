@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from birefnet_core.backend import Backend
 from birefnet_core.cutout import make_cutout
 from birefnet_core.postprocessing import resize_mask
 from birefnet_core.precision import dtype_name
@@ -31,14 +32,14 @@ from birefnet_core.quality import mask_quality
 from birefnet_core.runtime import set_cpu_threads
 from birefnet_core.size import Size
 from birefnet_core.variants import get_variant
-from birefnet_core.weights import load_model
 from connectors.images import decode_image, encode_mask_png, encode_png, read_header
 from connectors.inputs import read_source
 from connectors.layout import OutputLayout
 from connectors.listing import source_of_row
 from connectors.manifest import DoneIndex, InputRef, ManifestRow, RunRef, write_manifest_part
-from connectors.storage import S3Options, StorageUnavailableError, open_input, write_bytes_atomic
+from connectors.storage import S3Options, StorageUnavailableError, write_bytes_atomic
 
+from .backends import load_inference_model
 from .batches import column_batch, rows_of
 
 __all__ = [
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 
 RECORD_KEYS = ("id", "uri", "relative_path", "name", "version", "size", "data", "error")
 PREPARED_KEYS = (*RECORD_KEYS, "pixels", "height", "width", "decode_seconds")
-MODEL_KEYS = ("weights_sha256", "weights_source", "dtype")
+MODEL_KEYS = ("weights_sha256", "weights_source", "dtype", "backend")
 INFERRED_KEYS = (*RECORD_KEYS, "probs", "height", "width", "decode_seconds", "infer_seconds", *MODEL_KEYS)
 # Ray Data turns all-None object columns into float NaN, so "absent" is spelled with empty values.
 _EMPTY_PIXELS = np.zeros((0, 0, 3), np.uint8)
@@ -168,12 +169,25 @@ class InferenceStage:
         tf32: bool = False,
         channels_last: bool = False,
         cpu_threads: int | None = None,
+        backend: Backend = "torch",
+        onnx_cache: str | None = None,
+        engine_cache: str | None = None,
     ) -> None:
         if device == "cpu":
             # Ray caps a 1-CPU actor at one thread; CPU inference should use the whole node.
             set_cpu_threads(cpu_threads or os.cpu_count() or 1)
-        model = load_model(
-            weights, variant=variant, sha256=weights_sha256, opener=lambda uri: open_input(uri, s3)
+        model, identity = load_inference_model(
+            weights,
+            variant=variant,
+            backend=backend,
+            device=device,
+            dtype=dtype,
+            s3=s3,
+            sha256=weights_sha256,
+            onnx_cache=onnx_cache,
+            engine_cache=engine_cache,
+            batch_size=batch_size,
+            threads=cpu_threads,
         )
         self.predictor = Predictor(
             model,
@@ -192,9 +206,10 @@ class InferenceStage:
             # first batch (whose rows would carry minutes of infer_seconds).
             self.predictor.warm_up(batch_size)
         self.identity = {
-            "weights_sha256": model.weights.sha256,
-            "weights_source": model.weights.source,
+            "weights_sha256": identity.weights_sha256,
+            "weights_source": identity.weights_source,
             "dtype": dtype_name(self.predictor.dtype),
+            "backend": identity.backend,
         }
 
     def _infer(self, pixels: list[np.ndarray]) -> list[np.ndarray]:

@@ -50,6 +50,7 @@ class ManifestRow:
     weights_sha256: str | None = None
     weights_source: str | None = None
     dtype: str | None = None
+    backend: str | None = None
     decode_seconds: float | None = None
     infer_seconds: float | None = None
     encode_seconds: float | None = None

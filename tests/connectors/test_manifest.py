@@ -41,6 +41,7 @@ EXPECTED_COLUMNS = [
     ("weights_source", pa.string()),
     ("resolution", pa.string()),
     ("dtype", pa.string()),
+    ("backend", pa.string()),
     ("decode_seconds", pa.float64()),
     ("infer_seconds", pa.float64()),
     ("encode_seconds", pa.float64()),

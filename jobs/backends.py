@@ -1,0 +1,136 @@
+"""Which model an inference actor runs: BiRefNet in PyTorch, or an exported graph in
+onnxruntime / TensorRT.
+
+For the exported backends the weights may already be an `.onnx` file (from `birefnet export`;
+read from any store), or a PyTorch checkpoint, which is exported once per machine into a local
+cache keyed by the weights' sha256 and the export settings; actors that start together wait on a
+file lock for the first one's export rather than each spending minutes on their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+from birefnet_core.backend import Backend
+from birefnet_core.model import BiRefNet
+from birefnet_core.onnx_export import OnnxExportSettings, export_onnx
+from birefnet_core.onnx_runtime import OnnxRuntimeModel
+from birefnet_core.weights import CheckpointMismatchError, load_model
+from connectors.storage import S3Options, open_input, read_bytes, write_bytes_atomic
+
+__all__ = ["DEFAULT_ONNX_CACHE", "ModelIdentity", "is_onnx_file", "load_inference_model"]
+
+log = logging.getLogger(__name__)
+
+#: Where checkpoints exported for the onnxruntime / TensorRT backends are kept between runs.
+DEFAULT_ONNX_CACHE = Path.home() / ".cache" / "birefnet-ray" / "onnx"
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What the manifest records about the model behind a mask."""
+
+    weights_sha256: str
+    weights_source: str
+    backend: str
+
+
+def is_onnx_file(source: str) -> bool:
+    return source.lower().endswith(".onnx")
+
+
+def _cached_export(model: BiRefNet, settings: OnnxExportSettings, cache: Path) -> Path:
+    """The exported file for these weights and settings, exporting it the first time."""
+    cache.mkdir(parents=True, exist_ok=True)
+    key = f"{model.weights.sha256[:16]}-{settings.precision}-opset{settings.opset}-torch{torch.__version__}"
+    path = cache / f"birefnet-{key.replace('+', '_')}.onnx"
+    with FileLock(f"{path}.lock"):
+        if not path.is_file():
+            log.info("exporting %s to ONNX for this machine (once): %s", model.weights.source, path)
+            write_bytes_atomic(str(path), export_onnx(model, settings=settings))
+    return path
+
+
+def _onnx_model(
+    weights: str,
+    variant: str,
+    backend: Backend,
+    device: str,
+    s3: S3Options,
+    sha256: str | None,
+    fp16: bool,
+    onnx_cache: str | None,
+    engine_cache: str | None,
+    batch_size: int,
+    threads: int | None,
+) -> tuple[OnnxRuntimeModel, ModelIdentity]:
+    if is_onnx_file(weights):
+        data = read_bytes(weights, s3)
+        digest = hashlib.sha256(data).hexdigest()
+        source: bytes | Path = data
+    else:
+        torch_model = load_model(
+            weights, variant=variant, sha256=sha256, opener=lambda uri: open_input(uri, s3)
+        )
+        settings = OnnxExportSettings(fp16=fp16)
+        source = _cached_export(torch_model, settings, Path(onnx_cache or DEFAULT_ONNX_CACHE).expanduser())
+        digest = torch_model.weights.sha256
+        del torch_model
+    model = OnnxRuntimeModel(
+        source,
+        backend=backend,
+        device=device,
+        engine_cache=engine_cache,
+        max_batch=batch_size,
+        threads=threads,
+        source=weights,
+    )
+    exported_from = model.metadata.get("variant")
+    if exported_from and exported_from != variant:
+        raise CheckpointMismatchError(
+            f"{weights!r} was exported from variant {exported_from!r}, but the job runs {variant!r}"
+        )
+    weights_sha256 = model.metadata.get("weights_sha256") or digest
+    if is_onnx_file(weights) and sha256 and sha256.lower() not in (digest, weights_sha256):
+        raise CheckpointMismatchError(
+            f"{weights!r} has sha256 {digest} and was exported from weights {weights_sha256}; expected {sha256}"
+        )
+    return model, ModelIdentity(weights_sha256, weights, backend)
+
+
+def load_inference_model(
+    weights: str,
+    *,
+    variant: str,
+    backend: Backend,
+    device: str,
+    dtype: str,
+    s3: S3Options,
+    sha256: str | None = None,
+    onnx_cache: str | None = None,
+    engine_cache: str | None = None,
+    batch_size: int = 4,
+    threads: int | None = None,
+) -> tuple[BiRefNet | OnnxRuntimeModel, ModelIdentity]:
+    """The model one actor runs, and what the manifest says about it.
+
+    For the exported backends `dtype` float16 (on CUDA) selects a float16 export; everything else
+    runs the graph in float32 (onnxruntime has no bfloat16 CPU kernels worth using).
+    """
+    if backend == "torch":
+        if is_onnx_file(weights):
+            raise ValueError(f"{weights!r} is an ONNX file: run it with --backend onnxruntime or tensorrt")
+        model = load_model(weights, variant=variant, sha256=sha256, opener=lambda uri: open_input(uri, s3))
+        return model, ModelIdentity(model.weights.sha256, model.weights.source, "torch")
+    fp16 = dtype == "float16" and device == "cuda"
+    return _onnx_model(
+        weights, variant, backend, device, s3, sha256, fp16, onnx_cache, engine_cache, batch_size,
+        threads or (os.cpu_count() if device == "cpu" else None),
+    )  # fmt: skip

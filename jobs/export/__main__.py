@@ -1,0 +1,5 @@
+"""``python -m jobs.export``."""
+
+from .cli import main
+
+raise SystemExit(main())
