@@ -85,12 +85,20 @@ def test_torch_only_options_are_refused_for_an_exported_model(demo_onnx):
         Predictor(OnnxRuntimeModel(demo_onnx), channels_last=True)
 
 
+def _needs_provider(name: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        name not in ort.get_available_providers(), reason=f"onnxruntime here has no {name}"
+    )
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(
-    "TensorrtExecutionProvider" not in ort.get_available_providers(),
-    reason="onnxruntime has no TensorRT provider",
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("onnxruntime", marks=_needs_provider("CUDAExecutionProvider")),
+        pytest.param("tensorrt", marks=_needs_provider("TensorrtExecutionProvider")),
+    ],
 )
-@pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt"])
 def test_cuda_backends_match_the_cpu_session(demo_onnx, tmp_path, backend):
     x = torch.randn(2, 3, 256, 256)
     want = OnnxRuntimeModel(demo_onnx)(x)
