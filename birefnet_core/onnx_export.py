@@ -131,7 +131,7 @@ def _dynamic_shapes(settings: OnnxExportSettings) -> dict | None:
 
 def _simplified(model: onnx_ir.Model) -> onnx.ModelProto:
     """Constant folding, then identity, dead-node, duplicate-initialiser and common-subexpression
-    removal: what stays exact for every input size.
+    removal (what stays exact for every input size), without the tracer's per-node metadata.
 
     onnxscript's full optimiser adds a pattern-rewriting pass that took 60% of a 3-minute export
     (2 cores) to save a tenth of the nodes, without making onnxruntime (which fuses on its own
@@ -153,6 +153,8 @@ def _simplified(model: onnx_ir.Model) -> onnx.ModelProto:
         passes.CommonSubexpressionEliminationPass(),
         passes.RemoveUnusedNodesPass(),
         passes.RemoveUnusedOpsetsPass(),
+        # Per-node stack traces of the tracer: a quarter of the file (25.5 -> 18.8 MB for demo).
+        passes.ClearMetadataAndDocStringPass(),
     )(model)
     return onnx_ir.serde.serialize_model(model)
 
