@@ -17,7 +17,7 @@ from birefnet_core.size import Size
 from birefnet_core.variants import VARIANTS
 from connectors.storage import LOCAL_SCHEMES, uri_scheme
 
-from .shared_options import CommaSeparated, RayOptions, Resolution, StorageOptions
+from .shared_options import CommaSeparated, RayOptions, Resolution, StorageOptions, VariantName
 
 __all__ = ["SegmentConfig"]
 
@@ -39,7 +39,9 @@ class SegmentConfig(StorageOptions, RayOptions):
     output: str = Field(
         ..., description="Local folder or s3://bucket/prefix for masks, cut-outs and the manifest."
     )
-    variant: str = Field("general", description="Released BiRefNet variant (sets backbone and working size).")
+    variant: VariantName = Field(
+        "general", description="Released BiRefNet variant (sets backbone and working size)."
+    )
     weights: str | None = Field(
         None,
         description="Variant name, path or URI of the weights; 'random' for smoke tests. Default: the variant's release.",
@@ -153,13 +155,6 @@ class SegmentConfig(StorageOptions, RayOptions):
             return value
         local = value.partition("://")[2] if uri_scheme(value) else value
         return os.path.abspath(os.path.expanduser(local)) + ("/" if value.endswith("/") else "")
-
-    @field_validator("variant")
-    @classmethod
-    def _known_variant(cls, value: str) -> str:
-        if value not in VARIANTS:
-            raise ValueError(f"unknown variant {value!r}; choose one of {sorted(VARIANTS)}")
-        return value
 
     @field_validator("concurrency", mode="before")
     @classmethod

@@ -10,9 +10,10 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
+from birefnet_core.variants import VARIANTS
 from connectors.storage import S3Options
 
-__all__ = ["CommaSeparated", "RayOptions", "Resolution", "StorageOptions"]
+__all__ = ["CommaSeparated", "RayOptions", "Resolution", "StorageOptions", "VariantName"]
 
 
 def _split_commas(value: Any) -> Any:
@@ -43,6 +44,16 @@ def _multiple_of_32(value: tuple[int, int]) -> tuple[int, int]:
 
 #: A working size as people write it: WIDTHxHEIGHT or one SIZE, multiples of 32; kept as (width, height).
 Resolution = Annotated[tuple[int, int], BeforeValidator(_parse_resolution), AfterValidator(_multiple_of_32)]
+
+
+def _known_variant(value: str) -> str:
+    if value not in VARIANTS:
+        raise ValueError(f"unknown variant {value!r}; choose one of {sorted(VARIANTS)}")
+    return value
+
+
+#: The name of a registered variant (`birefnet_core.variants.VARIANTS`).
+VariantName = Annotated[str, AfterValidator(_known_variant)]
 
 
 class StorageOptions(BaseModel):

@@ -10,7 +10,7 @@ from birefnet_core.onnx_export import DEFAULT_OPSET, MIN_OPSET, OnnxExportSettin
 from birefnet_core.size import Size
 from birefnet_core.variants import VARIANTS
 
-from ..shared_options import Resolution, StorageOptions
+from ..shared_options import Resolution, StorageOptions, VariantName
 
 __all__ = ["ExportConfig"]
 
@@ -20,7 +20,7 @@ class ExportConfig(StorageOptions):
 
     model_config = ConfigDict(extra="forbid")
 
-    variant: str = Field(
+    variant: VariantName = Field(
         "general", description="Released variant the weights belong to (backbone, working size)."
     )
     weights: str | None = Field(
@@ -43,13 +43,6 @@ class ExportConfig(StorageOptions):
         description="WxH of a fixed-size graph (needs --no-dynamic); default: the variant's working size.",
     )
     batch: int = Field(1, ge=1, description="Batch size of a fixed-size graph (needs --no-dynamic).")
-
-    @field_validator("variant")
-    @classmethod
-    def _known_variant(cls, value: str) -> str:
-        if value not in VARIANTS:
-            raise ValueError(f"unknown variant {value!r}; choose one of {sorted(VARIANTS)}")
-        return value
 
     @field_validator("output")
     @classmethod

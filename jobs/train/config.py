@@ -13,7 +13,7 @@ from birefnet_core.size import Size
 from birefnet_core.variants import VARIANTS
 from connectors.training_augment import AUGMENTATIONS, DEFAULT_AUGMENTATIONS
 
-from ..shared_options import CommaSeparated, RayOptions, Resolution, StorageOptions
+from ..shared_options import CommaSeparated, RayOptions, Resolution, StorageOptions, VariantName
 
 __all__ = ["DEFAULT_RESOLUTION", "TrainConfig"]
 
@@ -40,7 +40,7 @@ class TrainConfig(StorageOptions, RayOptions):
         "training", description="Where runs keep checkpoints and the final model (local or S3)."
     )
     name: str = Field("birefnet", description="Run name under the output; rerunning a name resumes it.")
-    variant: str | None = Field(
+    variant: VariantName | None = Field(
         None, description="Released variant to start from (sets backbone, working size and init weights)."
     )
     backbone: str | None = Field(
@@ -104,13 +104,6 @@ class TrainConfig(StorageOptions, RayOptions):
     object_store_memory: int | None = Field(
         None, ge=75 * 1024**2, description="Object store bytes for an embedded local Ray."
     )
-
-    @field_validator("variant")
-    @classmethod
-    def _known_variant(cls, value: str | None) -> str | None:
-        if value is not None and value not in VARIANTS:
-            raise ValueError(f"unknown variant {value!r}; choose one of {sorted(VARIANTS)}")
-        return value
 
     @field_validator("backbone")
     @classmethod
