@@ -43,7 +43,7 @@ class StandInInference:
             x = (pixels.permute(0, 3, 1, 2).float() / 255 - MEAN) / STD
             row.update(
                 probs=quantize_probabilities(blur_model(x)[:, 0]).numpy(),
-                infer_seconds=0.0, weights_sha256="stand-in", weights_source="stand-in", dtype="float32",
+                infer_seconds=0.0, weights_sha256="stand-in", weights_source="stand-in", dtype="float32", backend="torch",
             )  # fmt: skip
         return column_batch(rows, list(rows[0]))
 
