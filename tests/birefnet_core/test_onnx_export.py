@@ -96,7 +96,7 @@ def test_a_static_float16_graph_keeps_float32_inputs_and_outputs():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"opset": 16}, "opset 16 is too old"),
+        ({"opset": 17}, "opset 17 is too old"),
         ({"resolution": Size(256, 256)}, "dynamic=False"),
         ({"dynamic": False, "resolution": Size(250, 256)}, "multiple of 32"),
         ({"dynamic": False, "batch": 0}, "at least 1"),

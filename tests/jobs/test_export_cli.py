@@ -13,7 +13,7 @@ from jobs.export import main
     [
         (["--resolution", "512"], "--resolution fixes the graph's size; add --no-dynamic"),
         (["--batch", "4"], "--batch fixes the graph's batch; add --no-dynamic"),
-        (["--opset", "16"], "--opset: Input should be greater than or equal to 17"),
+        (["--opset", "17"], "--opset: Input should be greater than or equal to 18"),
         (
             ["--variant", "dynamic", "--no-dynamic"],
             "variant 'dynamic' has no fixed working size; give --resolution",
