@@ -240,6 +240,7 @@ def export_onnx(
             opset_version=settings.opset,
             optimize=False,
             verify=False,
+            verbose=False,
         )
     proto = _simplified(exported.model)
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
