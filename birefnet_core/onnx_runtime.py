@@ -147,24 +147,23 @@ class OnnxRuntimeModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        metadata = self._metadata(ort, model)
-        self.metadata: Mapping[str, str] = metadata
-        self.precision = metadata.get("precision", "float32")
-        self.variant: Variant | None = VARIANTS.get(metadata.get("variant", ""))
-        self.size = _parse_size(metadata.get("working_size"))
+        model_arg = model if isinstance(model, bytes) else str(model)
+        # TensorRT's options depend on the file (its precision, one profile at its working
+        # size), so only then is the file opened twice: first unoptimised, to read them.
+        known = _metadata(_probe_session(ort, model_arg)) if backend == "tensorrt" else {}
         stream = torch.cuda.current_stream(self.device).cuda_stream if self.device.type == "cuda" else None
+        size = _parse_size(known.get("working_size"))
         providers = execution_providers(
             backend,
             self.device,
             engine_cache=engine_cache,
-            fp16=self.precision == "float16",
-            profile=(self.size, max_batch) if self.size else None,
+            fp16=known.get("precision") == "float16",
+            profile=(size, max_batch) if size else None,
             stream=stream,
         )
         _check_available(ort, providers, backend)
         if backend == "tensorrt":
             Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
-        model_arg = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(
             model_arg,
             sess_options=options,
@@ -172,24 +171,11 @@ class OnnxRuntimeModel:
             provider_options=[opts for _, opts in providers],
         )
         self.providers = self.session.get_providers()
+        self.metadata: Mapping[str, str] = known or _metadata(self.session)
+        self.precision = self.metadata.get("precision", "float32")
+        self.variant: Variant | None = VARIANTS.get(self.metadata.get("variant", ""))
+        self.size = _parse_size(self.metadata.get("working_size"))
         log.info("onnxruntime session for %s on %s: %s", self.source, self.device, self.providers)
-
-    @staticmethod
-    def _metadata(ort: Any, model: bytes | str | os.PathLike) -> dict[str, str]:
-        """The file's metadata, read from a CPU session without graph optimisation (cheap)."""
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        model_arg = model if isinstance(model, bytes) else str(model)
-        probe = ort.InferenceSession(model_arg, sess_options=options, providers=["CPUExecutionProvider"])
-        names = [i.name for i in probe.get_inputs()], [o.name for o in probe.get_outputs()]
-        if names[0][:1] != [INPUT_NAME] or names[1][:1] != [OUTPUT_NAME]:
-            log.warning(
-                "%s has inputs %s and outputs %s, not this exporter's %r -> %r; using the first of each",
-                model_arg if isinstance(model_arg, str) else "the ONNX model", *names, INPUT_NAME, OUTPUT_NAME,
-            )  # fmt: skip
-        metadata = dict(probe.get_modelmeta().custom_metadata_map)
-        metadata["_input"], metadata["_output"] = names[0][0], names[1][0]
-        return metadata
 
     @property
     def input_name(self) -> str:
@@ -223,6 +209,26 @@ class OnnxRuntimeModel:
         )
         self.session.run_with_iobinding(binding)
         return out
+
+
+def _probe_session(ort: Any, model: bytes | str) -> Any:
+    """A CPU session without graph optimisation: cheap to open, enough to read the file."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _metadata(session: Any) -> dict[str, str]:
+    """The file's custom metadata plus the names of its first input and output (`_input`, `_output`)."""
+    names = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+    if names[0][:1] != [INPUT_NAME] or names[1][:1] != [OUTPUT_NAME]:
+        log.warning(
+            "the ONNX model has inputs %s and outputs %s, not this exporter's %r -> %r; using the first of each",
+            *names, INPUT_NAME, OUTPUT_NAME,
+        )  # fmt: skip
+    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    metadata["_input"], metadata["_output"] = names[0][0], names[1][0]
+    return metadata
 
 
 def _parse_size(text: str | None) -> Size | None:
