@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
-from birefnet_core.backend import Backend
+from birefnet_core.backend import Backend, is_onnx_file
 from birefnet_core.model import BiRefNet
 from birefnet_core.onnx_export import OnnxExportSettings, export_onnx
 from birefnet_core.onnx_runtime import OnnxRuntimeModel
 from birefnet_core.weights import CheckpointMismatchError, load_model
 from connectors.storage import S3Options, open_input, read_bytes, write_bytes_atomic
 
-__all__ = ["DEFAULT_ONNX_CACHE", "ModelIdentity", "is_onnx_file", "load_inference_model"]
+__all__ = ["DEFAULT_ONNX_CACHE", "ModelIdentity", "load_inference_model"]
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,6 @@ class ModelIdentity:
     weights_sha256: str
     weights_source: str
     backend: str
-
-
-def is_onnx_file(source: str) -> bool:
-    return source.lower().endswith(".onnx")
 
 
 def _cached_export(model: BiRefNet, settings: OnnxExportSettings, cache: Path) -> Path:

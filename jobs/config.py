@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from birefnet_core.backend import Backend
+from birefnet_core.backend import Backend, is_onnx_file
 from birefnet_core.size import Size
 from birefnet_core.variants import VARIANTS
 from connectors.storage import LOCAL_SCHEMES, uri_scheme
@@ -237,7 +237,7 @@ class SegmentConfig(StorageOptions, RayOptions):
     @model_validator(mode="after")
     def _backend_options(self) -> SegmentConfig:
         if self.backend == "torch":
-            if self.weights and self.weights.lower().endswith(".onnx"):
+            if self.weights and is_onnx_file(self.weights):
                 raise ValueError(
                     f"--weights {self.weights} is an ONNX file: add --backend onnxruntime or tensorrt"
                 )

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from birefnet_core.backend import is_onnx_file
 from birefnet_core.onnx_export import DEFAULT_OPSET, MIN_OPSET, OnnxExportSettings
 from birefnet_core.size import Size
 from birefnet_core.variants import VARIANTS
@@ -47,7 +48,7 @@ class ExportConfig(StorageOptions):
     @field_validator("output")
     @classmethod
     def _onnx_file(cls, value: str) -> str:
-        if not value.lower().endswith(".onnx"):
+        if not is_onnx_file(value):
             raise ValueError(f"{value!r} is not an .onnx file name")
         return value
 
