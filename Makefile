@@ -22,8 +22,8 @@ lint: $(STAMP)
 # Tests that use system tools: the report renders in headless Chromium, and GDAL's own
 # command-line tools check the GeoTIFF masks (Debian packages chromium and gdal-bin).
 system-deps:
-	@command -v chromium >/dev/null 2>&1 && command -v gdalinfo >/dev/null 2>&1 || \
-		{ apt-get update -qq && apt-get install -y -qq chromium gdal-bin; }
+	@command -v chromium >/dev/null 2>&1 && command -v gdalinfo >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq chromium chromium-driver gdal-bin; }
 
 test: lint system-deps
 	$(BIN)/pytest -q

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .box_guidance import DEFAULT_BOX_MARGIN, Box, BoxGuide
 from .model import BiRefNet
 from .onnx_runtime import OnnxRuntimeModel
 from .postprocessing import resize_probabilities
@@ -35,10 +36,12 @@ DEFAULT_SIZE = Size(1024, 1024)
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """An image resized to the network's working size, plus the size to restore it to."""
+    """An image resized to the network's working size, plus the size to restore it to (and,
+    when a box guides it, which window of the image the pixels show)."""
 
     pixels: np.ndarray  # h x w x 3 uint8 at working size
     original_size: Size
+    guide: BoxGuide | None = None
 
 
 def group_by_shape(arrays: Sequence[np.ndarray]) -> list[list[int]]:
@@ -164,11 +167,16 @@ class Predictor:
         """Working size for an image of the given size."""
         return working_size(self.variant, height, width, self.size)
 
-    def prepare(self, image: Any) -> PreparedImage:
-        """CPU stage: any decoded image -> uint8 RGB at working size."""
+    def prepare(
+        self, image: Any, box: Box | None = None, box_margin: float = DEFAULT_BOX_MARGIN
+    ) -> PreparedImage:
+        """CPU stage: any decoded image -> uint8 RGB at working size; with a `box`, only the
+        box and `box_margin` of context around it (`birefnet_core.box_guidance`)."""
         rgb = to_rgb_uint8(image)
         original = Size(*rgb.shape[:2])
-        return PreparedImage(prepare_image(rgb, self.size_for(*original)), original)
+        guide = BoxGuide.for_image(box, original, box_margin) if box is not None else None
+        seen = guide.crop(rgb) if guide else rgb
+        return PreparedImage(prepare_image(seen, self.size_for(*seen.shape[:2])), original, guide)
 
     def warm_up(self, batch_size: int, size: Size | None = None) -> None:
         """Run every padded batch shape once at `size` (default: the fixed working size), so that
@@ -255,16 +263,31 @@ class Predictor:
         batch.record_stream(compute)
         return batch
 
-    def finish(self, probabilities: np.ndarray, original_size: Size) -> np.ndarray:
-        """CPU stage: working-size probabilities -> original-size float32 mask in [0, 1]."""
-        return resize_probabilities(probabilities, original_size)
+    def finish(
+        self, probabilities: np.ndarray, original_size: Size, guide: BoxGuide | None = None
+    ) -> np.ndarray:
+        """CPU stage: working-size probabilities -> original-size float32 mask in [0, 1] (0
+        outside the box when one guided the prediction)."""
+        if guide is None:
+            return resize_probabilities(probabilities, original_size)
+        return guide.paste(resize_probabilities(probabilities, guide.window.size))
 
-    def predict(self, images: Sequence[Any], batch_size: int = 4) -> list[np.ndarray]:
-        """Probability masks (float32 in [0, 1]) of exactly each input's size, in input order."""
-        prepared = [self.prepare(image) for image in images]
+    def predict(
+        self,
+        images: Sequence[Any],
+        batch_size: int = 4,
+        boxes: Sequence[Box | None] | None = None,
+        box_margin: float = DEFAULT_BOX_MARGIN,
+    ) -> list[np.ndarray]:
+        """Probability masks (float32 in [0, 1]) of exactly each input's size, in input order;
+        `boxes` (one per image, None for none) guide the masks of the images that have one."""
+        if boxes is not None and len(boxes) != len(images):
+            raise ValueError(f"{len(boxes)} boxes for {len(images)} images")
+        boxes = boxes if boxes is not None else [None] * len(images)
+        prepared = [self.prepare(image, box, box_margin) for image, box in zip(images, boxes, strict=True)]
         masks: list[np.ndarray | None] = [None] * len(prepared)
         for group in group_by_shape([item.pixels for item in prepared]):
             probs = self.infer_batches(np.stack([prepared[i].pixels for i in group]), batch_size)
             for i, prob in zip(group, probs, strict=True):
-                masks[i] = self.finish(prob, prepared[i].original_size)
+                masks[i] = self.finish(prob, prepared[i].original_size, prepared[i].guide)
         return masks  # type: ignore[return-value]

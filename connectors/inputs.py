@@ -61,6 +61,8 @@ class Record:
     error: str | None
     name: str = ""
     """Where the outputs go (``connectors.layout``); "" for error records."""
+    box: str = ""
+    """The box guiding its mask, as listed (``Source.box``); "" for none."""
 
 
 def _error(uri: str, relative_path: str, version: str, size: int, message: str) -> Record:
@@ -108,7 +110,8 @@ def read_source(
 
 def _read_file(source: Source, s3: S3Options | None, max_bytes: int) -> Record:
     def error(message: str, size: int = source.size) -> Record:
-        return _error(source.uri, source.relative_path, source.version, size, message)
+        record = _error(source.uri, source.relative_path, source.version, size, message)
+        return dataclasses.replace(record, box=source.box)
 
     name = output_name(source)
     if not name:
@@ -137,6 +140,7 @@ def _read_file(source: Source, s3: S3Options | None, max_bytes: int) -> Record:
         data=data,
         error=None,
         name=name,
+        box=source.box,
     )
 
 

@@ -37,6 +37,7 @@ class Source:
     ``size`` is -1 (and ``version`` "") for a listed input that did not exist at listing time.
     ``name`` is where its outputs go (``connectors.layout``): set by the listing, "" when the
     collision rule gave it none; None (a source built by hand) means the plain name.
+    ``box`` is the ``x0,y0,x1,y1`` box that guides its mask (from a Parquet list), "" for none.
     """
 
     uri: str
@@ -45,6 +46,7 @@ class Source:
     version: str
     kind: SourceKind
     name: str | None = None
+    box: str = ""
 
 
 #: Sources as an Arrow table, how listings travel between Ray tasks without passing the driver.
@@ -56,6 +58,7 @@ SOURCE_SCHEMA = pa.schema(
         ("version", pa.string()),
         ("kind", pa.string()),
         ("name", pa.string()),
+        ("box", pa.string()),
     ]
 )
 
@@ -75,6 +78,7 @@ def source_of_row(row: Mapping[str, Any]) -> Source:
         version=str(row["version"]),
         kind="tar" if str(row["kind"]) == "tar" else "file",
         name=str(row["name"]) if row["name"] is not None else None,
+        box=str(row.get("box") or ""),
     )
 
 

@@ -60,14 +60,27 @@ class ListColumns:
     key: str | None = None
     size: str | None = None
     version: str | None = None
+    box: str | None = None
+    """An optional column of boxes that guide each input's mask: ``"x0,y0,x1,y1"`` strings or
+    lists of four numbers, null for none."""
 
     @property
     def names(self) -> tuple[str, ...]:
-        fields = (self.uri, self.bucket, self.key, self.size, self.version)
+        fields = (self.uri, self.bucket, self.key, self.size, self.version, self.box)
         return tuple(name for name in fields if name)
 
 
 _VERSION_COLUMNS = ("version", "etag", "e_tag", "ETag")
+
+
+def _box_column(schema: pa.Schema, list_uri: str) -> str | None:
+    if "box" not in schema.names:
+        return None
+    kind = schema.field("box").type
+    numbers = pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind)
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or numbers):
+        raise ValueError(f"{list_uri}: column 'box' has type {kind}, expected 'x0,y0,x1,y1' strings or lists")
+    return "box"
 
 
 def list_columns(schema: pa.Schema, list_uri: str) -> ListColumns:
@@ -75,9 +88,10 @@ def list_columns(schema: pa.Schema, list_uri: str) -> ListColumns:
     size = "size" if "size" in names and pa.types.is_integer(schema.field("size").type) else None
     version = next((c for c in _VERSION_COLUMNS if c in names), None)
     stats = {"size": size, "version": version} if size and version else {}
+    box = _box_column(schema, list_uri)
     if "uri" not in names and {"bucket", "key"} <= names:
-        return ListColumns(bucket="bucket", key="key", **stats)
-    return ListColumns(uri=_uri_column(schema, list_uri), **stats)
+        return ListColumns(bucket="bucket", key="key", box=box, **stats)
+    return ListColumns(uri=_uri_column(schema, list_uri), box=box, **stats)
 
 
 @dataclass(frozen=True)
@@ -126,6 +140,16 @@ def _column_values(table: pa.Table, columns: ListColumns) -> list[str | None]:
         return table.column(columns.uri).to_pylist()
     buckets, keys = table.column(columns.bucket).to_pylist(), table.column(columns.key).to_pylist()
     return [f"s3://{b}/{k}" if b and k else None for b, k in zip(buckets, keys, strict=True)]
+
+
+def _box_values(table: pa.Table, columns: ListColumns) -> list[str]:
+    """Each row's box as ``x0,y0,x1,y1`` text ("" for none); checked where the image is read."""
+    if not columns.box:
+        return [""] * table.num_rows
+    return [
+        ",".join(str(v) for v in box) if isinstance(box, list) else (box or "").strip()
+        for box in table.column(columns.box).to_pylist()
+    ]
 
 
 def _listed_entries(list_uri: str, s3: S3Options | None) -> list[tuple[str, str]]:
@@ -207,6 +231,7 @@ def sources_from_parquet_rows(
     Inventory is) keeps a folder's files together.
     """
     values = _column_values(table, columns)
+    boxes = _box_values(table, columns)
     keep = [i for i, v in enumerate(values) if v is not None and v.strip()]
     listed_stats = bool(columns.size and columns.version)
     if listed_stats:
@@ -225,7 +250,8 @@ def sources_from_parquet_rows(
             values[i].strip(): (int(sizes[i]) if sizes[i] is not None else -1, versions[i])  # type: ignore[union-attr]
             for i in keep
         }
-    return sources_table(_sources_of_entries(list_uri, entries, s3, stats)), skipped
+    listed_boxes = {values[i].strip(): boxes[i] for i in keep if boxes[i]}  # type: ignore[union-attr]
+    return sources_table(_sources_of_entries(list_uri, entries, s3, stats, listed_boxes)), skipped
 
 
 def _sources_of_entries(
@@ -233,6 +259,7 @@ def _sources_of_entries(
     entries: Sequence[tuple[str, str]],
     s3: S3Options | None,
     known: Mapping[str, tuple[int, str]] | None = None,
+    boxes: Mapping[str, str] | None = None,
 ) -> list[Source]:
     uris: dict[str, str] = {}
     raw: dict[str, str] = {}
@@ -267,7 +294,12 @@ def _sources_of_entries(
     return named(
         [
             Source(
-                uri=uri, relative_path=_relative_of_uri(uri), size=size, version=version, kind=kind_of(uri)
+                uri=uri,
+                relative_path=_relative_of_uri(uri),
+                size=size,
+                version=version,
+                kind=kind_of(uri),
+                box=(boxes or {}).get(raw[uri], ""),
             )
             for uri, (size, version) in zip(ordered, stats, strict=True)
         ]

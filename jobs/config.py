@@ -7,24 +7,21 @@ repeated exactly.
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from birefnet_core.backend import Backend, is_onnx_file
-from birefnet_core.size import Size
+from birefnet_core.box_guidance import DEFAULT_BOX_MARGIN
 from birefnet_core.variants import VARIANTS
-from connectors.storage import LOCAL_SCHEMES, uri_scheme
 
-from .shared_options import CommaSeparated, RayOptions, Resolution, StorageOptions, VariantName
+from .shared_options import CommaSeparated, ModelOptions, RayOptions, StorageOptions, absolute_local_path
 
 __all__ = ["SegmentConfig"]
 
 OutputKind = Literal["mask", "cutout"]
 
 
-class SegmentConfig(StorageOptions, RayOptions):
+class SegmentConfig(ModelOptions, StorageOptions, RayOptions):
     """Everything a segmentation run needs; see README for the meaning of each field."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -39,22 +36,18 @@ class SegmentConfig(StorageOptions, RayOptions):
     output: str = Field(
         ..., description="Local folder or s3://bucket/prefix for masks, cut-outs and the manifest."
     )
-    variant: VariantName = Field(
-        "general", description="Released BiRefNet variant (sets backbone and working size)."
-    )
-    weights: str | None = Field(
-        None,
-        description="Variant name, path or URI of the weights; 'random' for smoke tests. Default: the variant's release.",
-    )
-    weights_sha256: str | None = Field(None, description="Expected sha256 of the weights file.")
-    resolution: Resolution | None = Field(
-        None, description="Working size WxH (multiples of 32); default: the variant's."
-    )
     outputs: Annotated[list[OutputKind], CommaSeparated] = Field(
         default_factory=lambda: ["mask"], description="What to write: mask, cutout."
     )
     refine_foreground: bool = Field(
         False, description="Estimate foreground colours for cut-outs (removes halos)."
+    )
+    box_margin: float = Field(
+        DEFAULT_BOX_MARGIN,
+        ge=0,
+        le=4,
+        description="Context the network sees around a guiding box (a Parquet list's box column), "
+        "as a fraction of the box's size on each side.",
     )
     batch_size: int = Field(4, ge=1, le=1024, description="Images per inference batch.")
     concurrency: tuple[int, int] = Field((1, 1), description="Inference actors: N, or min,max to autoscale.")
@@ -73,10 +66,6 @@ class SegmentConfig(StorageOptions, RayOptions):
         ge=0,
         description="How long device auto waits on a cluster for requested GPU nodes before running on CPU.",
     )
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto",
-        description="Compute dtype; auto = float16 on cuda, bfloat16 on CPUs with AMX/AVX512-BF16, else float32.",
-    )
     compile: bool = Field(False, description="torch.compile the model in each actor.")
     compile_scope: Literal["model", "backbone"] = Field(
         "model", description="What compile covers: the whole model, or the Swin backbone only."
@@ -88,18 +77,6 @@ class SegmentConfig(StorageOptions, RayOptions):
         False, description="Allow TF32 matmuls and convolutions for float32 on CUDA (faster, less exact)."
     )
     channels_last: bool = Field(False, description="Run convolutions in channels-last memory format.")
-    backend: Backend = Field(
-        "torch",
-        description="What runs the model: PyTorch, or an ONNX graph in onnxruntime (CPU/CUDA) or TensorRT "
-        "(onnxruntime's provider); .onnx weights are used as they are, other weights are exported once per machine.",
-    )
-    onnx_cache: str | None = Field(
-        None, description="Local folder for weights exported to ONNX; default: ~/.cache/birefnet-ray/onnx."
-    )
-    engine_cache: str | None = Field(
-        None,
-        description="Local folder for TensorRT engines and timing caches; default: ~/.cache/birefnet-ray/tensorrt.",
-    )
     tile_size: int | None = Field(
         None, ge=32, description="Scene tiles (px, multiple of 32); default: the variant's working size."
     )
@@ -146,15 +123,10 @@ class SegmentConfig(StorageOptions, RayOptions):
         True, description="Merge the manifest's parts into a few files at the end of each run."
     )
 
-    @field_validator("input", "output", "weights")
+    @field_validator("input", "output")
     @classmethod
-    def _absolute_local_paths(cls, value: str | None) -> str | None:
-        """Local paths become absolute here, once: workers (and `ray job submit`'s runtime
-        folder) have other working directories, and the manifest records these paths."""
-        if value is None or uri_scheme(value) not in LOCAL_SCHEMES or value in VARIANTS or value == "random":
-            return value
-        local = value.partition("://")[2] if uri_scheme(value) else value
-        return os.path.abspath(os.path.expanduser(local)) + ("/" if value.endswith("/") else "")
+    def _absolute_local_paths(cls, value: str) -> str:
+        return absolute_local_path(value)
 
     @field_validator("concurrency", mode="before")
     @classmethod
@@ -237,10 +209,6 @@ class SegmentConfig(StorageOptions, RayOptions):
     @model_validator(mode="after")
     def _backend_options(self) -> SegmentConfig:
         if self.backend == "torch":
-            if self.weights and is_onnx_file(self.weights):
-                raise ValueError(
-                    f"--weights {self.weights} is an ONNX file: add --backend onnxruntime or tensorrt"
-                )
             return self
         torch_only = [_flag for _flag, on in (("--compile", self.compile), ("--cuda-graphs", self.cuda_graphs),
                       ("--channels-last", self.channels_last), ("--tf32", self.tf32)) if on]  # fmt: skip
@@ -270,11 +238,6 @@ class SegmentConfig(StorageOptions, RayOptions):
         return self
 
     @property
-    def working_size(self) -> Size | None:
-        """`resolution` (WIDTHxHEIGHT, as people write it) as the (height, width) birefnet_core uses."""
-        return Size(height=self.resolution[1], width=self.resolution[0]) if self.resolution else None
-
-    @property
     def scene_tile_size(self) -> int:
         if self.tile_size is not None:
             return self.tile_size
@@ -284,14 +247,3 @@ class SegmentConfig(StorageOptions, RayOptions):
     @property
     def scene_halo(self) -> int:
         return self.tile_overlap if self.chunk_halo is None else self.chunk_halo
-
-    @property
-    def weights_source(self) -> str:
-        return self.weights or self.variant
-
-    def resolved_dtype(self, device: str, cpu_native_bf16: bool) -> str:
-        if self.dtype != "auto":
-            return self.dtype
-        if device == "cuda":
-            return "float16"
-        return "bfloat16" if cpu_native_bf16 else "float32"

@@ -120,7 +120,11 @@ def image_pipeline(sources: ray.data.Dataset, rt: Runtime) -> ray.data.Dataset:
     ds = sources.map_batches(read, batch_size=4, num_cpus=CPU_TASK_CPUS, **STAGE_OPTIONS)
     ds = ds.map_batches(
         PrepareStage(
-            config.variant, config.working_size, "cutout" in config.outputs, config.max_image_pixels
+            config.variant,
+            config.working_size,
+            "cutout" in config.outputs,
+            config.max_image_pixels,
+            config.box_margin,
         ),
         batch_size=config.batch_size,
         num_cpus=CPU_TASK_CPUS,
@@ -133,6 +137,7 @@ def image_pipeline(sources: ray.data.Dataset, rt: Runtime) -> ray.data.Dataset:
         config.refine_foreground,
         config.s3,
         run_ref(rt.run_id, config.variant, config.working_size),
+        config.box_margin,
     )
     return ds.map_batches(
         finish, batch_size=max(config.batch_size, 16), num_cpus=CPU_TASK_CPUS, **STAGE_OPTIONS

@@ -160,6 +160,9 @@ def _route_scenes(
     for source, result in zip(candidates, ray.get(refs), strict=True):
         if result is None:
             images.append(source)
+        elif source.box:
+            message = f"{source.uri}: a box guides images, not tiled scenes; list the scene without one"
+            failed.append(scene_error_row(source, message, run_ref(run_id, config.variant, None)))
         elif isinstance(result, str):
             failed.append(scene_error_row(source, result, run_ref(run_id, config.variant, None)))
         else:

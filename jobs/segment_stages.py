@@ -17,22 +17,16 @@ from typing import Any, Literal
 import numpy as np
 
 from birefnet_core.backend import Backend
+from birefnet_core.box_guidance import DEFAULT_BOX_MARGIN, Box, BoxGuide
 from birefnet_core.cutout import make_cutout
-from birefnet_core.postprocessing import resize_mask
 from birefnet_core.precision import dtype_name
 from birefnet_core.predictor import Predictor, group_by_shape
-from birefnet_core.preprocessing import (
-    decode_jpeg_rgb,
-    prepare_image,
-    prepare_image_from_chw,
-    to_rgb_uint8,
-    working_size,
-)
+from birefnet_core.preprocessing import to_rgb_uint8
 from birefnet_core.quality import mask_quality
 from birefnet_core.runtime import set_cpu_threads
 from birefnet_core.size import Size
 from birefnet_core.variants import get_variant
-from connectors.images import decode_image, encode_mask_png, encode_png, read_header
+from connectors.images import decode_image, encode_mask_png, encode_png
 from connectors.inputs import read_source
 from connectors.layout import OutputLayout
 from connectors.listing import source_of_row
@@ -41,6 +35,7 @@ from connectors.storage import S3Options, StorageUnavailableError, write_bytes_a
 
 from .backends import load_inference_model
 from .batches import column_batch, rows_of
+from .image_prediction import full_size_mask, prepare_encoded
 
 __all__ = [
     "DoneLookup",
@@ -57,7 +52,7 @@ DoneLookup = Callable[[], DoneIndex]
 
 log = logging.getLogger(__name__)
 
-RECORD_KEYS = ("id", "uri", "relative_path", "name", "version", "size", "data", "error")
+RECORD_KEYS = ("id", "uri", "relative_path", "name", "version", "size", "data", "error", "box")
 PREPARED_KEYS = (*RECORD_KEYS, "pixels", "height", "width", "decode_seconds")
 MODEL_KEYS = ("weights_sha256", "weights_source", "dtype", "backend")
 INFERRED_KEYS = (*RECORD_KEYS, "probs", "height", "width", "decode_seconds", "infer_seconds", *MODEL_KEYS)
@@ -105,30 +100,28 @@ class ReadStage:
 
 
 class PrepareStage:
-    """Decode, orient and resize to the working size on CPU; drops the bytes unless cut-outs need them."""
+    """Decode, orient, crop to the row's box and resize to the working size on CPU
+    (`jobs.image_prediction`); drops the bytes unless cut-outs need them."""
 
-    def __init__(self, variant: str, size: Size | None, keep_bytes: bool, max_pixels: int) -> None:
+    def __init__(
+        self,
+        variant: str,
+        size: Size | None,
+        keep_bytes: bool,
+        max_pixels: int,
+        box_margin: float = DEFAULT_BOX_MARGIN,
+    ) -> None:
         self.variant = get_variant(variant)
         self.size = size
         self.keep_bytes = keep_bytes
         self.max_pixels = max_pixels
+        self.box_margin = box_margin
 
-    def _prepare(self, data: bytes, uri: str) -> dict[str, Any]:
-        """Working-size pixels and original size. Plain RGB/grey JPEGs (most photos) take the
-        faster libjpeg-turbo path; everything else, and any JPEG it refuses, goes through Pillow."""
-        header = read_header(data, uri, self.max_pixels)
-        if header.format == "JPEG" and header.mode in ("RGB", "L"):
-            try:
-                image = decode_jpeg_rgb(data)
-            except (RuntimeError, ImportError):
-                log.debug("%s: torchvision could not decode it; using Pillow", uri)
-            else:
-                height, width = image.shape[1:]
-                size = working_size(self.variant, height, width, self.size)
-                return {"pixels": prepare_image_from_chw(image, size), "height": height, "width": width}
-        rgb = to_rgb_uint8(decode_image(data, uri, self.max_pixels))
-        size = working_size(self.variant, *rgb.shape[:2], self.size)
-        return {"pixels": prepare_image(rgb, size), "height": rgb.shape[0], "width": rgb.shape[1]}
+    def _prepare(self, row: dict[str, Any]) -> dict[str, Any]:
+        prepared = prepare_encoded(
+            row["data"], row["uri"], self.variant, self.size, self.max_pixels, row["box"], self.box_margin
+        )
+        return {"pixels": prepared.pixels, "height": prepared.size.height, "width": prepared.size.width}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         set_cpu_threads(1)  # one core per CPU task; see birefnet_core.runtime
@@ -138,7 +131,7 @@ class PrepareStage:
             row.update(pixels=_EMPTY_PIXELS, height=0, width=0)
             if not row["error"]:
                 try:
-                    row.update(self._prepare(row["data"], row["uri"]))
+                    row.update(self._prepare(row))
                 except StorageUnavailableError:
                     raise  # the store, not this input: the job stops and a re-run resumes
                 except Exception as exc:
@@ -252,9 +245,16 @@ class FinishStage:
     """Masks and cut-outs at the original size, written atomically, plus a manifest part per batch."""
 
     def __init__(
-        self, output: str, outputs: list[str], refine_foreground: bool, s3: S3Options, run: RunRef
+        self,
+        output: str,
+        outputs: list[str],
+        refine_foreground: bool,
+        s3: S3Options,
+        run: RunRef,
+        box_margin: float = DEFAULT_BOX_MARGIN,
     ) -> None:
         self.output = output
+        self.box_margin = box_margin
         self.layout = OutputLayout(output)
         self.outputs = outputs
         self.refine = refine_foreground
@@ -264,7 +264,9 @@ class FinishStage:
     def _write_outputs(self, row: dict[str, Any]) -> dict[str, Any]:
         small = row["probs"]
         written: dict[str, Any] = {**mask_quality(small).as_dict(), "tile_count": 1, "chunk_count": 1}
-        mask = resize_mask(small, Size(row["height"], row["width"]))
+        size = Size(row["height"], row["width"])
+        guide = BoxGuide.for_image(Box.parse(row["box"]), size, self.box_margin) if row["box"] else None
+        mask = full_size_mask(small, size, guide)
         if "mask" in self.outputs:
             uri = self.layout.mask(row["name"])
             write_bytes_atomic(uri, encode_mask_png(mask), self.s3)
@@ -303,6 +305,7 @@ class FinishStage:
                     infer_seconds=float(row["infer_seconds"]) or None,
                     encode_seconds=time.perf_counter() - started,
                     **{key: row[key] for key in MODEL_KEYS},
+                    box=str(row["box"]) or None,
                     **written,
                 )
             )

@@ -6,14 +6,35 @@ command line (`jobs.cli`) shows them in their own groups.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import os
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, field_validator, model_validator
 
+from birefnet_core.backend import Backend, is_onnx_file
+from birefnet_core.size import Size
 from birefnet_core.variants import VARIANTS
-from connectors.storage import S3Options
+from connectors.storage import LOCAL_SCHEMES, S3Options, uri_scheme
 
-__all__ = ["CommaSeparated", "RayOptions", "Resolution", "StorageOptions", "VariantName"]
+__all__ = [
+    "CommaSeparated",
+    "ModelOptions",
+    "RayOptions",
+    "Resolution",
+    "StorageOptions",
+    "VariantName",
+    "absolute_local_path",
+]
+
+
+def absolute_local_path(value: str | None) -> str | None:
+    """Local paths become absolute once, in the config: workers (and `ray job submit`'s runtime
+    folder) have other working directories, and the manifest records these paths. Variant
+    names, 'random' and URIs stay as they are."""
+    if value is None or uri_scheme(value) not in LOCAL_SCHEMES or value in VARIANTS or value == "random":
+        return value
+    local = value.partition("://")[2] if uri_scheme(value) else value
+    return os.path.abspath(os.path.expanduser(local)) + ("/" if value.endswith("/") else "")
 
 
 def _split_commas(value: Any) -> Any:
@@ -83,3 +104,64 @@ class RayOptions(BaseModel):
     ray_address: str | None = Field(
         None, description="Ray cluster address; default: RAY_ADDRESS, else an embedded local Ray."
     )
+
+
+class ModelOptions(BaseModel):
+    """model (weights, working size, precision, backend)"""
+
+    variant: VariantName = Field(
+        "general", description="Released BiRefNet variant (sets backbone and working size)."
+    )
+    weights: str | None = Field(
+        None,
+        description="Variant name, path or URI of the weights; 'random' for smoke tests. Default: the variant's release.",
+    )
+    weights_sha256: str | None = Field(None, description="Expected sha256 of the weights file.")
+    resolution: Resolution | None = Field(
+        None, description="Working size WxH (multiples of 32); default: the variant's."
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto",
+        description="Compute dtype; auto = float16 on cuda, bfloat16 on CPUs with AMX/AVX512-BF16, else float32.",
+    )
+    backend: Backend = Field(
+        "torch",
+        description="What runs the model: PyTorch, or an ONNX graph in onnxruntime (CPU/CUDA) or TensorRT "
+        "(onnxruntime's provider); .onnx weights are used as they are, other weights are exported once per machine.",
+    )
+    onnx_cache: str | None = Field(
+        None, description="Local folder for weights exported to ONNX; default: ~/.cache/birefnet-ray/onnx."
+    )
+    engine_cache: str | None = Field(
+        None,
+        description="Local folder for TensorRT engines and timing caches; default: ~/.cache/birefnet-ray/tensorrt.",
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _absolute_weights_path(cls, value: str | None) -> str | None:
+        return absolute_local_path(value)
+
+    @model_validator(mode="after")
+    def _onnx_weights_need_an_onnx_backend(self) -> ModelOptions:
+        if self.backend == "torch" and self.weights and is_onnx_file(self.weights):
+            raise ValueError(
+                f"--weights {self.weights} is an ONNX file: add --backend onnxruntime or tensorrt"
+            )
+        return self
+
+    @property
+    def working_size(self) -> Size | None:
+        """`resolution` (WIDTHxHEIGHT, as people write it) as the (height, width) birefnet_core uses."""
+        return Size(height=self.resolution[1], width=self.resolution[0]) if self.resolution else None
+
+    @property
+    def weights_source(self) -> str:
+        return self.weights or self.variant
+
+    def resolved_dtype(self, device: str, cpu_native_bf16: bool) -> str:
+        if self.dtype != "auto":
+            return self.dtype
+        if device == "cuda":
+            return "float16"
+        return "bfloat16" if cpu_native_bf16 else "float32"

@@ -51,6 +51,7 @@ class ManifestRow:
     weights_source: str | None = None
     dtype: str | None = None
     backend: str | None = None
+    box: str | None = None
     decode_seconds: float | None = None
     infer_seconds: float | None = None
     encode_seconds: float | None = None

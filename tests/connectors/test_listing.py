@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from birefnet_core.box_guidance import Box
 from connectors.inputs import read_source
 from connectors.listing import (
     ListColumns,
@@ -118,8 +120,39 @@ def test_an_inventory_style_parquet_list_needs_no_lookups(tmp_path):
         "version": "e3",
         "kind": "file",
         "name": "photos/2026/b",
+        "box": "",
     }
     assert rows["s3://photos/2026/a.png"]["name"] == "photos/2026/a.png"
+
+
+@pytest.mark.parametrize(
+    ("boxes", "kind"),
+    [
+        (["1,2,30,40", None, " 0, 0, 5, 5 "], pa.string()),
+        ([[1, 2, 30, 40], None, [0, 0, 5, 5]], pa.list_(pa.int32())),
+        ([[1.0, 2.0, 30.0, 40.0], None, [0.0, 0.0, 5.0, 5.0]], pa.list_(pa.float64(), 4)),
+    ],
+)
+def test_a_parquet_lists_box_column_travels_with_each_source(tmp_path, boxes, kind):
+    table = pa.table(
+        {"uri": ["s3://p/a.jpg", "s3://p/b.jpg", "s3://p/c.jpg"], "size": [1, 2, 3], "etag": ["x", "y", "z"],
+         "box": pa.array(boxes, kind)}
+    )  # fmt: skip
+    path = tmp_path / "boxes.parquet"
+    pq.write_table(table, path)
+    columns = parquet_list_columns(str(path))
+    assert columns.box == "box"
+    sources, _ = sources_from_parquet_rows(pq.read_table(path), str(path), columns)
+    listed = {row["uri"]: source_of_row(row).box for row in sources.to_pylist()}
+    numbers = [str(Box.parse(b)) if b else "" for b in listed.values()]
+    assert numbers == ["1,2,30,40", "", "0,0,5,5"]
+
+
+def test_a_box_column_of_another_type_is_refused_naming_the_list(tmp_path):
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"uri": ["a.jpg"], "box": [3]}), path)
+    with pytest.raises(ValueError, match=r"bad.parquet: column 'box' has type int64"):
+        parquet_list_columns(str(path))
 
 
 def test_a_uri_parquet_list_without_stats_looks_inputs_up(tmp_path):

@@ -42,6 +42,7 @@ EXPECTED_COLUMNS = [
     ("resolution", pa.string()),
     ("dtype", pa.string()),
     ("backend", pa.string()),
+    ("box", pa.string()),
     ("decode_seconds", pa.float64()),
     ("infer_seconds", pa.float64()),
     ("encode_seconds", pa.float64()),

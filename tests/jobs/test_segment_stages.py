@@ -55,7 +55,7 @@ def _jpeg(h: int, w: int, orientation: int | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def _record(name: str, data: bytes = b"", error: str = "") -> dict:
+def _record(name: str, data: bytes = b"", error: str = "", box: str = "") -> dict:
     return {
         "id": f"id-{name}",
         "uri": f"/in/{name}",
@@ -65,6 +65,7 @@ def _record(name: str, data: bytes = b"", error: str = "") -> dict:
         "size": len(data),
         "data": data,
         "error": error,
+        "box": box,
     }
 
 
@@ -73,9 +74,11 @@ def _probs(h: int = 64, w: int = 64) -> np.ndarray:
     return np.clip(np.rint(255 * (0.5 + 0.6 * np.sin(xx / 8.0) * np.cos(yy / 6.0))), 0, 255).astype(np.uint8)
 
 
-def _inferred(name: str, *, height: int, width: int, probs=None, error: str = "", data: bytes = b"") -> dict:
+def _inferred(
+    name: str, *, height: int, width: int, probs=None, error: str = "", data: bytes = b"", box: str = ""
+) -> dict:
     return {
-        **_record(name, data, error),
+        **_record(name, data, error, box),
         "size": 1234,
         "probs": probs if probs is not None else np.zeros((0, 0), np.uint8),
         "height": height,
@@ -85,6 +88,7 @@ def _inferred(name: str, *, height: int, width: int, probs=None, error: str = ""
         "weights_sha256": "random",
         "weights_source": "random",
         "dtype": "float32",
+        "backend": "torch",
     }
 
 
@@ -380,21 +384,52 @@ def _jpeg_with(image, **save) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.parametrize("box", [None, "10,20,70,100"])
 @pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
-def test_fast_jpeg_path_matches_pillow(mode):
+def test_fast_jpeg_path_matches_pillow(mode, box):
     from PIL import Image
 
+    from birefnet_core.box_guidance import Box, BoxGuide
     from birefnet_core.preprocessing import prepare_image, to_rgb_uint8
+    from birefnet_core.variants import get_variant
     from connectors.images import decode_image
     from connectors.synthetic import object_scene
-    from jobs.segment_stages import PrepareStage
+    from jobs.image_prediction import prepare_encoded
 
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees on display
     data = _jpeg_with(object_scene(120, 80, 3).convert(mode), exif=exif.tobytes())
-    stage = PrepareStage("lite", Size(64, 64), keep_bytes=False, max_pixels=10**7)
-    fast = stage._prepare(data, "x.jpg")
+    fast = prepare_encoded(data, "x.jpg", get_variant("lite"), Size(64, 64), 10**7, box, 0.1)
     rgb = to_rgb_uint8(decode_image(data, "x.jpg"))
-    assert (fast["height"], fast["width"]) == rgb.shape[:2] == (120, 80)
+    assert fast.size == rgb.shape[:2] == (120, 80)
+    if box:
+        assert fast.guide == BoxGuide.for_image(Box.parse(box), fast.size, 0.1)
+        rgb = fast.guide.crop(rgb)
     reference = prepare_image(rgb, Size(64, 64)).astype(int)
-    assert np.abs(fast["pixels"].astype(int) - reference).max() <= 3
+    assert np.abs(fast.pixels.astype(int) - reference).max() <= 3
+
+
+def test_a_bad_box_is_an_error_row_naming_the_input_and_the_box():
+    from jobs.segment_stages import PrepareStage
+
+    stage = PrepareStage("lite", Size(64, 64), keep_bytes=False, max_pixels=10**7)
+    rows = [_record("a.jpg", _jpeg(40, 60), box=box) for box in ("1,2,3", "70,0,90,10", "0,0,30,20")]
+    for row, name in zip(rows, "abc", strict=True):
+        row.update(id=f"id-{name}", uri=f"/in/{name}.jpg")
+    out = list(rows_of(stage(column_batch(rows, RECORD_KEYS))))
+    assert out[0]["error"] == "/in/a.jpg: box '1,2,3' is not four numbers x0,y0,x1,y1"
+    assert out[1]["error"] == "/in/b.jpg: box 70,0,90,10 lies outside the 60x40 image"
+    assert out[2]["error"] == "" and (out[2]["height"], out[2]["width"]) == (40, 60)
+
+
+def test_finish_pastes_a_boxed_mask_into_a_full_size_mask_zero_outside_the_box(tmp_path):
+    full = np.full((64, 64), 200, np.uint8)
+    _finish(tmp_path, [_inferred("boxed.jpg", height=50, width=80, probs=full, box="10,5,40,30")])
+    with Image.open(tmp_path / "masks" / "boxed.png") as image:
+        mask = np.asarray(image).copy()
+    assert mask.shape == (50, 80)
+    assert (mask[5:30, 10:40] == 200).all()
+    mask[5:30, 10:40] = 0
+    assert not mask.any()
+    (row,) = read_manifest(str(tmp_path)).to_pylist()
+    assert row["box"] == "10,5,40,30"

@@ -1,0 +1,99 @@
+"""One encoded image to and from the network, exactly as the batch job does it.
+
+Decode (libjpeg-turbo for plain JPEGs, Pillow for everything else), crop to a guiding box, resize
+to the working size; and back: the 8-bit mask at the image's own size, 0 outside the box. The
+job's stages (`jobs.segment_stages`), `birefnet predict` and the online service all go through
+here, so one image, weights and resolution give the same mask bytes wherever they run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from birefnet_core.box_guidance import DEFAULT_BOX_MARGIN, Box, BoxGuide
+from birefnet_core.postprocessing import resize_mask, resize_probabilities
+from birefnet_core.preprocessing import (
+    decode_jpeg_rgb,
+    prepare_image,
+    prepare_image_from_chw,
+    to_rgb_uint8,
+    working_size,
+)
+from birefnet_core.size import Size
+from birefnet_core.variants import Variant
+from connectors.images import decode_image, read_header
+
+__all__ = ["PreparedInput", "full_size_mask", "full_size_probabilities", "prepare_encoded"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedInput:
+    """Working-size pixels of one image, its own size, and the box window they show (if any)."""
+
+    pixels: np.ndarray  # h x w x 3 uint8 at working size
+    size: Size
+    guide: BoxGuide | None = None
+
+
+def _prepared(
+    image: np.ndarray,
+    channels_first: bool,
+    variant: Variant,
+    size: Size | None,
+    box: Box | None,
+    margin: float,
+) -> PreparedInput:
+    original = Size(*(image.shape[1:] if channels_first else image.shape[:2]))
+    guide = BoxGuide.for_image(box, original, margin) if box is not None else None
+    seen = guide.crop(image, channels_first) if guide else image
+    height, width = seen.shape[1:] if channels_first else seen.shape[:2]
+    target = working_size(variant, height, width, size)
+    pixels = prepare_image_from_chw(seen, target) if channels_first else prepare_image(seen, target)
+    return PreparedInput(pixels, original, guide)
+
+
+def prepare_encoded(
+    data: bytes,
+    uri: str,
+    variant: Variant,
+    size: Size | None,
+    max_pixels: int,
+    box: Box | str | None = None,
+    box_margin: float = DEFAULT_BOX_MARGIN,
+) -> PreparedInput:
+    """Image bytes -> working-size pixels. Plain RGB/grey JPEGs (most photos) take the faster
+    libjpeg-turbo path; everything else, and any JPEG it refuses, goes through Pillow. Raises
+    ValueError naming `uri` for undecodable data, bombs and bad boxes."""
+    if isinstance(box, str):
+        box = Box.parse(box) if box.strip() else None
+    header = read_header(data, uri, max_pixels)
+    if header.format == "JPEG" and header.mode in ("RGB", "L"):
+        try:
+            image = decode_jpeg_rgb(data)
+        except (RuntimeError, ImportError):
+            log.debug("%s: torchvision could not decode it; using Pillow", uri)
+        else:
+            return _prepared(image, True, variant, size, box, box_margin)
+    rgb = to_rgb_uint8(decode_image(data, uri, max_pixels))
+    return _prepared(rgb, False, variant, size, box, box_margin)
+
+
+def full_size_mask(levels: np.ndarray, size: Size, guide: BoxGuide | None = None) -> np.ndarray:
+    """Working-size 8-bit probabilities -> the 8-bit mask at the image's `size`."""
+    if guide is None:
+        return resize_mask(levels, size)
+    return guide.paste(resize_mask(levels, guide.window.size))
+
+
+def full_size_probabilities(
+    probabilities: np.ndarray, size: Size, guide: BoxGuide | None = None
+) -> np.ndarray:
+    """Working-size float probabilities -> float32 probabilities at the image's `size`."""
+    if guide is None:
+        return resize_probabilities(probabilities, size)
+    return guide.paste(resize_probabilities(probabilities, guide.window.size))
