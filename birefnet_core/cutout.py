@@ -13,7 +13,7 @@ from scipy.ndimage import uniform_filter
 
 from .quantization import dequantize_probabilities
 
-__all__ = ["box_blur", "estimate_foreground", "make_cutout"]
+__all__ = ["box_blur", "composite_on_colour", "estimate_foreground", "make_cutout"]
 
 
 def box_blur(image: np.ndarray, radius: int) -> np.ndarray:
@@ -47,3 +47,13 @@ def make_cutout(rgb: np.ndarray, alpha: np.ndarray, refine_foreground: bool = Fa
         raise ValueError(f"image {rgb.shape[:2]} and mask {alpha.shape[:2]} differ in size")
     colours = estimate_foreground(rgb, alpha) if refine_foreground else rgb
     return np.dstack([colours, alpha])
+
+
+def composite_on_colour(
+    rgb: np.ndarray, alpha: np.ndarray, colour: tuple[int, int, int], refine_foreground: bool = False
+) -> np.ndarray:
+    """H x W x 3 uint8: the cut-out laid over a plain `colour` (for formats without alpha)."""
+    rgba = make_cutout(rgb, alpha, refine_foreground)
+    a = dequantize_probabilities(rgba[..., 3])[..., None]
+    background = np.asarray(colour, np.float32)
+    return np.rint(rgba[..., :3] * a + background * (1.0 - a)).astype(np.uint8)

@@ -39,7 +39,7 @@ def resize_mask(mask: np.ndarray, size: Size) -> np.ndarray:
     if not shrinking:
         return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)  # cv2 wants (w, h)
     resized = TF.resize(
-        torch.from_numpy(mask)[None],
+        torch.from_numpy(mask if mask.flags.writeable else mask.copy())[None],
         list(size),
         interpolation=TF.InterpolationMode.BILINEAR,
         antialias=shrinking,

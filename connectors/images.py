@@ -12,7 +12,15 @@ import numpy as np
 from isal import isal_zlib
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageDecodeError", "ImageHeader", "decode_image", "encode_mask_png", "encode_png", "read_header"]
+__all__ = [
+    "ImageDecodeError",
+    "ImageHeader",
+    "decode_image",
+    "encode_mask_png",
+    "encode_png",
+    "encode_probabilities_png",
+    "read_header",
+]
 
 #: Refuse images above this many pixels (decompression bombs); tiled scene inputs bypass this.
 MAX_IMAGE_PIXELS = 20_000 * 20_000
@@ -90,6 +98,15 @@ def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
     """uint8 H x W x 3/4 (cut-out) -> PNG bytes; low compression keeps encoding cheap."""
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
+def encode_probabilities_png(probabilities: np.ndarray) -> bytes:
+    """H x W float probabilities in [0, 1] -> 16-bit greyscale PNG (levels 0..65535): 256 times
+    finer than the 8-bit mask, for clients that threshold or matte themselves."""
+    levels = np.rint(np.clip(probabilities, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(levels).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

@@ -9,11 +9,13 @@ file lock for the first one's export rather than each spending minutes on their 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from filelock import FileLock
@@ -22,10 +24,14 @@ from birefnet_core.backend import Backend, is_onnx_file
 from birefnet_core.model import BiRefNet
 from birefnet_core.onnx_export import OnnxExportSettings, export_onnx
 from birefnet_core.onnx_runtime import OnnxRuntimeModel
+from birefnet_core.precision import dtype_name
+from birefnet_core.predictor import Predictor
+from birefnet_core.runtime import set_cpu_threads
+from birefnet_core.size import Size
 from birefnet_core.weights import CheckpointMismatchError, load_model
 from connectors.storage import S3Options, open_input, read_bytes, write_bytes_atomic
 
-__all__ = ["DEFAULT_ONNX_CACHE", "ModelIdentity", "load_inference_model"]
+__all__ = ["DEFAULT_ONNX_CACHE", "ModelIdentity", "load_inference_model", "load_predictor"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,7 @@ class ModelIdentity:
     weights_sha256: str
     weights_source: str
     backend: str
+    dtype: str = ""
 
 
 def _cached_export(model: BiRefNet, settings: OnnxExportSettings, cache: Path) -> Path:
@@ -130,3 +137,46 @@ def load_inference_model(
         weights, variant, backend, device, s3, sha256, fp16, onnx_cache, engine_cache, batch_size,
         threads or (os.cpu_count() if device == "cpu" else None),
     )  # fmt: skip
+
+
+def load_predictor(
+    weights: str,
+    *,
+    variant: str,
+    size: Size | None,
+    device: str,
+    dtype: str,
+    s3: S3Options,
+    sha256: str | None = None,
+    backend: Backend = "torch",
+    onnx_cache: str | None = None,
+    engine_cache: str | None = None,
+    batch_size: int = 4,
+    cpu_threads: int | None = None,
+    **torch_options: Any,
+) -> tuple[Predictor, ModelIdentity]:
+    """One model replica ready to run, as the job's inference actors, `birefnet predict` and
+    the online service's replicas all build it, and what the manifest says about it (`dtype`:
+    what actually runs). `torch_options` are Predictor's (compile, channels_last, ...)."""
+    if device == "cpu":
+        # Ray caps a 1-CPU actor at one thread; CPU inference should use the whole node.
+        set_cpu_threads(cpu_threads or os.cpu_count() or 1)
+    model, identity = load_inference_model(
+        weights,
+        variant=variant,
+        backend=backend,
+        device=device,
+        dtype=dtype,
+        s3=s3,
+        sha256=sha256,
+        onnx_cache=onnx_cache,
+        engine_cache=engine_cache,
+        batch_size=batch_size,
+        threads=cpu_threads,
+    )
+    predictor = Predictor(model, size=size, device=device, dtype=dtype, **torch_options)
+    if device == "cuda" or torch_options.get("compile") or torch_options.get("cuda_graphs"):
+        # Compilation, autotuning and CUDA's lazy start-up belong to start-up, not to the first
+        # batch (whose rows would carry minutes of infer_seconds).
+        predictor.warm_up(batch_size)
+    return predictor, dataclasses.replace(identity, dtype=dtype_name(predictor.dtype))

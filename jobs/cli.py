@@ -48,6 +48,8 @@ M = TypeVar("M", bound=BaseModel)
 #: Modules that define a subcommand as their ``COMMAND``, in the order `birefnet --help` lists them.
 COMMAND_MODULES = (
     "jobs.segment",
+    "jobs.predict",
+    "jobs.serve",
     "jobs.evaluate",
     "jobs.report",
     "jobs.train",
@@ -57,6 +59,10 @@ COMMAND_MODULES = (
 )
 #: A field carrying ``json_schema_extra={"file_only": True}`` is settable in --config files only.
 FILE_ONLY = "file_only"
+#: ``json_schema_extra={"positional": True}``: a list field given as the command's arguments.
+POSITIONAL = "positional"
+#: ``json_schema_extra={"short": "-o"}``: a one-letter spelling beside the long flag.
+SHORT = "short"
 #: Validation errors whose message already says what was given (the fields' own validators do).
 _SELF_EXPLAINING = ("missing", "extra_forbidden", "value_error", "assertion_error")
 
@@ -127,8 +133,11 @@ def add_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name, field in model.model_fields.items():
-        extra = field.json_schema_extra
-        if isinstance(extra, dict) and extra.get(FILE_ONLY):
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get(FILE_ONLY):
+            continue
+        if extra.get(POSITIONAL):
+            parser.add_argument(name, nargs="*", default=None, metavar=name.upper(), help=_help(field))
             continue
         title = _group_title(model, name)
         target: Any = parser
@@ -140,7 +149,8 @@ def add_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None
         else:
             choices = _literal_choices(field.annotation)
             options["metavar"] = "{" + ",".join(choices) + "}" if choices else name.upper()
-        target.add_argument(_flag(name), **options)
+        spellings = [str(extra[SHORT])] if extra.get(SHORT) else []
+        target.add_argument(*spellings, _flag(name), **options)
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -185,7 +195,8 @@ def parse_config(model: type[M], argv: Sequence[str] | None, prog: str = "birefn
 
 def _config_from(model: type[M], args: argparse.Namespace) -> M:
     values = load_config_file(args.config) if args.config else {}
-    values.update({k: v for k, v in vars(args).items() if k in model.model_fields and v is not None})
+    given = {k: v for k, v in vars(args).items() if k in model.model_fields and v not in (None, [])}
+    values.update(given)
     return build_config(model, values)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from birefnet_core.box_guidance import DEFAULT_BOX_MARGIN, Box, BoxGuide
+from birefnet_core.cutout import composite_on_colour, make_cutout
 from birefnet_core.postprocessing import resize_mask, resize_probabilities
 from birefnet_core.preprocessing import (
     decode_jpeg_rgb,
@@ -24,9 +25,9 @@ from birefnet_core.preprocessing import (
 )
 from birefnet_core.size import Size
 from birefnet_core.variants import Variant
-from connectors.images import decode_image, read_header
+from connectors.images import ImageDecodeError, decode_image, encode_png, read_header
 
-__all__ = ["PreparedInput", "full_size_mask", "full_size_probabilities", "prepare_encoded"]
+__all__ = ["PreparedInput", "cutout_png", "full_size_mask", "full_size_probabilities", "prepare_encoded"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ def prepare_encoded(
     ValueError naming `uri` for undecodable data, bombs and bad boxes."""
     if isinstance(box, str):
         box = Box.parse(box) if box.strip() else None
+    if not data:
+        raise ImageDecodeError(f"{uri}: file is empty")
     header = read_header(data, uri, max_pixels)
     if header.format == "JPEG" and header.mode in ("RGB", "L"):
         try:
@@ -97,3 +100,18 @@ def full_size_probabilities(
     if guide is None:
         return resize_probabilities(probabilities, size)
     return guide.paste(resize_probabilities(probabilities, guide.window.size))
+
+
+def cutout_png(
+    data: bytes,
+    uri: str,
+    mask: np.ndarray,
+    refine_foreground: bool = False,
+    background: tuple[int, int, int] | None = None,
+) -> bytes:
+    """The cut-out of the image in `data` with the full-size 8-bit `mask` as alpha (RGBA PNG),
+    or laid over a plain `background` colour (RGB PNG)."""
+    rgb = to_rgb_uint8(decode_image(data, uri))
+    if background is None:
+        return encode_png(make_cutout(rgb, mask, refine_foreground))
+    return encode_png(composite_on_colour(rgb, mask, background, refine_foreground))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -18,24 +17,21 @@ import numpy as np
 
 from birefnet_core.backend import Backend
 from birefnet_core.box_guidance import DEFAULT_BOX_MARGIN, Box, BoxGuide
-from birefnet_core.cutout import make_cutout
-from birefnet_core.precision import dtype_name
-from birefnet_core.predictor import Predictor, group_by_shape
-from birefnet_core.preprocessing import to_rgb_uint8
+from birefnet_core.predictor import group_by_shape
 from birefnet_core.quality import mask_quality
 from birefnet_core.runtime import set_cpu_threads
 from birefnet_core.size import Size
 from birefnet_core.variants import get_variant
-from connectors.images import decode_image, encode_mask_png, encode_png
+from connectors.images import encode_mask_png
 from connectors.inputs import read_source
 from connectors.layout import OutputLayout
 from connectors.listing import source_of_row
 from connectors.manifest import DoneIndex, InputRef, ManifestRow, RunRef, write_manifest_part
 from connectors.storage import S3Options, StorageUnavailableError, write_bytes_atomic
 
-from .backends import load_inference_model
+from .backends import load_predictor
 from .batches import column_batch, rows_of
-from .image_prediction import full_size_mask, prepare_encoded
+from .image_prediction import cutout_png, full_size_mask, prepare_encoded
 
 __all__ = [
     "DoneLookup",
@@ -166,27 +162,19 @@ class InferenceStage:
         onnx_cache: str | None = None,
         engine_cache: str | None = None,
     ) -> None:
-        if device == "cpu":
-            # Ray caps a 1-CPU actor at one thread; CPU inference should use the whole node.
-            set_cpu_threads(cpu_threads or os.cpu_count() or 1)
-        model, identity = load_inference_model(
+        self.predictor, identity = load_predictor(
             weights,
             variant=variant,
-            backend=backend,
+            size=size,
             device=device,
             dtype=dtype,
             s3=s3,
             sha256=weights_sha256,
+            backend=backend,
             onnx_cache=onnx_cache,
             engine_cache=engine_cache,
             batch_size=batch_size,
-            threads=cpu_threads,
-        )
-        self.predictor = Predictor(
-            model,
-            size=size,
-            device=device,
-            dtype=dtype,
+            cpu_threads=cpu_threads,
             compile=compile,
             compile_scope=compile_scope,
             cuda_graphs=cuda_graphs,
@@ -194,16 +182,7 @@ class InferenceStage:
             channels_last=channels_last,
         )
         self.batch_size = batch_size
-        if device == "cuda" or compile or cuda_graphs:
-            # Compilation, autotuning and CUDA's lazy start-up belong to start-up, not to the
-            # first batch (whose rows would carry minutes of infer_seconds).
-            self.predictor.warm_up(batch_size)
-        self.identity = {
-            "weights_sha256": identity.weights_sha256,
-            "weights_source": identity.weights_source,
-            "dtype": dtype_name(self.predictor.dtype),
-            "backend": identity.backend,
-        }
+        self.identity = {key: getattr(identity, key) for key in MODEL_KEYS}
 
     def _infer(self, pixels: list[np.ndarray]) -> list[np.ndarray]:
         """uint8 probabilities, one array per entry: N x h x w for a chunk's N x h x w x 3 tiles,
@@ -272,9 +251,8 @@ class FinishStage:
             write_bytes_atomic(uri, encode_mask_png(mask), self.s3)
             written["mask_uri"] = uri
         if "cutout" in self.outputs:
-            rgb = to_rgb_uint8(decode_image(row["data"], row["uri"]))
             uri = self.layout.cutout(row["name"])
-            write_bytes_atomic(uri, encode_png(make_cutout(rgb, mask, self.refine)), self.s3)
+            write_bytes_atomic(uri, cutout_png(row["data"], row["uri"], mask, self.refine), self.s3)
             written["cutout_uri"] = uri
         return written
 

@@ -17,6 +17,7 @@ from birefnet_core.variants import VARIANTS
 from connectors.storage import LOCAL_SCHEMES, S3Options, uri_scheme
 
 __all__ = [
+    "Colour",
     "CommaSeparated",
     "ModelOptions",
     "RayOptions",
@@ -65,6 +66,27 @@ def _multiple_of_32(value: tuple[int, int]) -> tuple[int, int]:
 
 #: A working size as people write it: WIDTHxHEIGHT or one SIZE, multiples of 32; kept as (width, height).
 Resolution = Annotated[tuple[int, int], BeforeValidator(_parse_resolution), AfterValidator(_multiple_of_32)]
+
+
+def _parse_colour(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    hex_digits = text.removeprefix("#")
+    if len(hex_digits) == 6 and all(c in "0123456789abcdefABCDEF" for c in hex_digits):
+        return tuple(int(hex_digits[i : i + 2], 16) for i in (0, 2, 4))
+    try:
+        parts = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or not all(0 <= p <= 255 for p in parts):
+        raise ValueError(f"expected a colour as #rrggbb or R,G,B (0-255), got {value!r}")
+    return parts
+
+
+#: An RGB colour as people write it: ``#rrggbb`` or ``R,G,B``; kept as three 0-255 integers.
+_Level = Annotated[int, Field(ge=0, le=255)]
+Colour = Annotated[tuple[_Level, _Level, _Level], BeforeValidator(_parse_colour)]
 
 
 def _known_variant(value: str) -> str:

@@ -191,3 +191,58 @@ def test_every_stage_starts_its_workers_with_the_allocator_settings(embedded_ray
     # and Ray hands the variables to the worker processes
     probe = ray.remote(num_cpus=1, **STAGE_OPTIONS)(lambda: {k: os.environ.get(k) for k in ALLOCATOR_ENV})
     assert ray.get(probe.remote()) == ALLOCATOR_ENV
+
+
+def _predict_flags(batch_size: int = 2) -> list[str]:
+    """`birefnet predict` with the model, size and precision of `_config`."""
+    return ["--variant", "lite", "--weights", "random", "--resolution", "64", "--device", "cpu",
+            "--dtype", "float32", "--batch-size", str(batch_size), "--max-image-pixels", str(BOMB_LIMIT)]  # fmt: skip
+
+
+def test_predict_writes_the_jobs_masks_and_cutouts_byte_for_byte(first_run, tmp_path):
+    from jobs.predict import main as predict_main
+
+    src, out, _ = first_run
+    assert predict_main([str(src), "-o", str(tmp_path), *_predict_flags()]) == 1  # the corpus's bad inputs
+    for name in GOOD:
+        stem = Path(name).with_suffix(".png")
+        for kind in ("masks", "cutouts"):
+            assert (tmp_path / kind / stem).read_bytes() == (out / kind / stem).read_bytes(), (kind, name)
+    written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    assert len(written) == 2 * len(GOOD)
+
+
+def test_a_parquet_lists_boxes_guide_the_jobs_masks_as_predict_does(embedded_ray, tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from connectors.synthetic import encode_image, object_scene
+    from jobs.predict import main as predict_main
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for name, seed in (("boxed.jpg", 1), ("plain.png", 2), ("outside.jpg", 3)):
+        (src / name).write_bytes(
+            encode_image(object_scene(120, 90, seed), "PNG" if name.endswith("png") else "JPEG")
+        )
+    uris = [str(src / n) for n in ("boxed.jpg", "plain.png", "outside.jpg")]
+    pq.write_table(pa.table({"uri": uris, "box": ["10,5,60,50", None, "500,0,600,10"]}), src / "list.parquet")
+    summary = run(_config(src / "list.parquet", out, outputs=["mask"]))
+    assert (summary.ok, summary.failed) == (2, 1)
+    rows = {Path(r["source_uri"]).name: r for r in read_manifest(str(out)).to_pylist()}
+    assert rows["boxed.jpg"]["box"] == "10,5,60,50" and rows["plain.png"]["box"] is None
+    assert "box 500,0,600,10 lies outside the 120x90 image" in rows["outside.jpg"]["error"]
+    assert str(src / "outside.jpg") in rows["outside.jpg"]["error"]
+
+    boxed = np.asarray(Image.open(rows["boxed.jpg"]["mask_uri"]))
+    outside = np.ones(boxed.shape, bool)
+    outside[5:50, 10:60] = False
+    assert boxed.shape == (90, 120) and not boxed[outside].any() and boxed[5:50, 10:60].any()
+    for name, extra in (("boxed.jpg", ["--box", "10,5,60,50"]), ("plain.png", [])):
+        target = tmp_path / f"predicted-{name}"
+        assert (
+            predict_main([str(src / name), "-o", str(target), "--only-mask", *_predict_flags(), *extra]) == 0
+        )
+        predicted = target / "masks" / f"{Path(name).stem}.png"
+        assert predicted.read_bytes() == Path(rows[name]["mask_uri"]).read_bytes(), name

@@ -1,0 +1,5 @@
+"""``python -m jobs.predict``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""``python -m jobs.serve``."""
+
+from .cli import main
+
+raise SystemExit(main())
