@@ -7,7 +7,6 @@ the model, and encodes the answer, on CPU replicas that scale apart from the mod
 path is the job's (`jobs.image_prediction`), so a mask served equals the mask the job writes.
 """
 
-
 import asyncio
 import logging
 import time
