@@ -45,3 +45,29 @@ def test_the_image_installs_the_torch_and_ray_the_tests_ran_on():
     dockerfile = (INFRA / "Dockerfile").read_text()
     assert "-c infra/constraints.txt" in dockerfile
     assert f"FROM rayproject/ray:{ray.__version__}-py311-gpu" in dockerfile
+
+
+def _serve_configs() -> dict[str, dict]:
+    rayservice = yaml.safe_load((INFRA / "kuberay" / "rayservice.yaml").read_text())
+    return {
+        "serve/birefnet.yaml": yaml.safe_load((INFRA / "serve" / "birefnet.yaml").read_text()),
+        "kuberay/rayservice.yaml": yaml.safe_load(rayservice["spec"]["serveConfigV2"]),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_serve_configs()))
+def test_serve_configs_are_valid_serve_schemas_that_build_the_application(name):
+    from ray.serve.schema import ServeDeploySchema
+
+    from jobs.serve.config import ServeConfig
+
+    schema = ServeDeploySchema.model_validate(_serve_configs()[name])
+    (app,) = schema.applications
+    assert app.import_path == "jobs.serve:build_app"
+    module, attribute = app.import_path.split(":")
+    import importlib
+
+    builder = getattr(importlib.import_module(module), attribute)
+    application = builder(app.args)
+    assert type(application).__name__ == "Application"
+    assert build_config(ServeConfig, app.args).max_replicas >= 1

@@ -93,6 +93,7 @@ class ClusterInfo:
     pid: int  # the `ray start --block` process
     log_path: Path
     startup_s: float = 0.0
+    metrics_port: int = 0  # Prometheus metrics of the node (--metrics-export-port)
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
@@ -329,6 +330,7 @@ def local_ray_cluster(
             pid=proc.pid,
             log_path=log_path,
             startup_s=time.monotonic() - started,
+            metrics_port=ports["metrics"],
         )
     finally:
         _stop(proc, token)
