@@ -225,10 +225,17 @@ class SegmentIngress:
             response = await self._segment(request)
         except RequestError as exc:
             response = JSONResponse({"error": exc.message}, status_code=exc.status)
-        output = request.query_params.get("output", "mask")
+        output = _output_tag(request.query_params.get("output", "mask"))
         self.requests.inc(tags={"status": str(response.status_code), "output": output})
         self.latency.observe(time.perf_counter() - started, tags={"output": output})
         return response
+
+
+def _output_tag(asked: str) -> str:
+    """The metrics tag of a request's output: what was asked when valid, so that clients cannot
+    grow the number of series without bound."""
+    names = asked.split(",")
+    return asked if set(names) <= {"mask", "cutout", "probabilities"} and len(names) <= 3 else "invalid"
 
 
 def _cluster_has_gpus() -> bool:

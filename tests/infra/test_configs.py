@@ -1,3 +1,4 @@
+import importlib
 from pathlib import Path
 
 import pytest
@@ -65,8 +66,6 @@ def test_serve_configs_are_valid_serve_schemas_that_build_the_application(name):
     (app,) = schema.applications
     assert app.import_path == "jobs.serve:build_app"
     module, attribute = app.import_path.split(":")
-    import importlib
-
     builder = getattr(importlib.import_module(module), attribute)
     application = builder(app.args)
     assert type(application).__name__ == "Application"

@@ -24,7 +24,7 @@ def _birefnet(*args: str) -> subprocess.CompletedProcess[str]:
 def test_console_script_lists_every_subcommand():
     done = _birefnet("--help")
     assert done.returncode == 0, done.stderr
-    names = ["segment", "evaluate", "report", "train", "export", "synthesize", "demo"]
+    names = ["segment", "predict", "serve", "evaluate", "report", "train", "export", "synthesize", "demo"]
     for name in names:
         assert f"    {name}" in done.stdout
     assert [c.name for c in commands()] == names
