@@ -85,7 +85,7 @@ def _infer(ds: ray.data.Dataset, rt: Runtime) -> ray.data.Dataset:
             "device": rt.device,
             "dtype": rt.dtype,
             "s3": config.s3,
-            "weights_sha256": config.weights_sha256,
+            "sha256": config.weights_sha256,
             "batch_size": config.batch_size,
             "compile": config.compile,
             "compile_scope": config.compile_scope,

@@ -11,11 +11,10 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from birefnet_core.backend import Backend
 from birefnet_core.box_guidance import DEFAULT_BOX_MARGIN, Box, BoxGuide
 from birefnet_core.predictor import group_by_shape
 from birefnet_core.quality import mask_quality
@@ -142,45 +141,9 @@ class PrepareStage:
 class InferenceStage:
     """The accelerator stage: one model replica per actor, loaded once, fed working-size pixels."""
 
-    def __init__(
-        self,
-        weights: str,
-        variant: str,
-        size: Size | None,
-        device: str,
-        dtype: str,
-        s3: S3Options,
-        weights_sha256: str | None = None,
-        batch_size: int = 4,
-        compile: bool = False,
-        compile_scope: Literal["model", "backbone"] = "model",
-        cuda_graphs: bool = False,
-        tf32: bool = False,
-        channels_last: bool = False,
-        cpu_threads: int | None = None,
-        backend: Backend = "torch",
-        onnx_cache: str | None = None,
-        engine_cache: str | None = None,
-    ) -> None:
-        self.predictor, identity = load_predictor(
-            weights,
-            variant=variant,
-            size=size,
-            device=device,
-            dtype=dtype,
-            s3=s3,
-            sha256=weights_sha256,
-            backend=backend,
-            onnx_cache=onnx_cache,
-            engine_cache=engine_cache,
-            batch_size=batch_size,
-            cpu_threads=cpu_threads,
-            compile=compile,
-            compile_scope=compile_scope,
-            cuda_graphs=cuda_graphs,
-            tf32=tf32,
-            channels_last=channels_last,
-        )
+    def __init__(self, weights: str, *, batch_size: int = 4, **options: Any) -> None:
+        """`options` are `jobs.backends.load_predictor`'s: the model the job runs."""
+        self.predictor, identity = load_predictor(weights, batch_size=batch_size, **options)
         self.batch_size = batch_size
         self.identity = {key: getattr(identity, key) for key in MODEL_KEYS}
 

@@ -24,6 +24,7 @@ __all__ = [
     "Resolution",
     "StorageOptions",
     "VariantName",
+    "WeightsOptions",
     "absolute_local_path",
 ]
 
@@ -128,8 +129,8 @@ class RayOptions(BaseModel):
     )
 
 
-class ModelOptions(BaseModel):
-    """model (weights, working size, precision, backend)"""
+class WeightsOptions(BaseModel):
+    """weights"""
 
     variant: VariantName = Field(
         "general", description="Released BiRefNet variant (sets backbone and working size)."
@@ -139,6 +140,20 @@ class ModelOptions(BaseModel):
         description="Variant name, path or URI of the weights; 'random' for smoke tests. Default: the variant's release.",
     )
     weights_sha256: str | None = Field(None, description="Expected sha256 of the weights file.")
+
+    @field_validator("weights")
+    @classmethod
+    def _absolute_weights_path(cls, value: str | None) -> str | None:
+        return absolute_local_path(value)
+
+    @property
+    def weights_source(self) -> str:
+        return self.weights or self.variant
+
+
+class ModelOptions(WeightsOptions):
+    """model (working size, precision, backend)"""
+
     resolution: Resolution | None = Field(
         None, description="Working size WxH (multiples of 32); default: the variant's."
     )
@@ -159,11 +174,6 @@ class ModelOptions(BaseModel):
         description="Local folder for TensorRT engines and timing caches; default: ~/.cache/birefnet-ray/tensorrt.",
     )
 
-    @field_validator("weights")
-    @classmethod
-    def _absolute_weights_path(cls, value: str | None) -> str | None:
-        return absolute_local_path(value)
-
     @model_validator(mode="after")
     def _onnx_weights_need_an_onnx_backend(self) -> ModelOptions:
         if self.backend == "torch" and self.weights and is_onnx_file(self.weights):
@@ -176,10 +186,6 @@ class ModelOptions(BaseModel):
     def working_size(self) -> Size | None:
         """`resolution` (WIDTHxHEIGHT, as people write it) as the (height, width) birefnet_core uses."""
         return Size(height=self.resolution[1], width=self.resolution[0]) if self.resolution else None
-
-    @property
-    def weights_source(self) -> str:
-        return self.weights or self.variant
 
     def resolved_dtype(self, device: str, cpu_native_bf16: bool) -> str:
         if self.dtype != "auto":

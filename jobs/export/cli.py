@@ -17,7 +17,7 @@ __all__ = ["COMMAND", "export", "main"]
 
 def export(config: ExportConfig) -> int:
     model = load_model(
-        config.weights or config.variant,
+        config.weights_source,
         variant=config.variant,
         sha256=config.weights_sha256,
         opener=lambda uri: open_input(uri, config.s3),

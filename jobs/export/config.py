@@ -11,24 +11,16 @@ from birefnet_core.onnx_export import DEFAULT_OPSET, MIN_OPSET, OnnxExportSettin
 from birefnet_core.size import Size
 from birefnet_core.variants import VARIANTS
 
-from ..shared_options import Resolution, StorageOptions, VariantName
+from ..shared_options import Resolution, StorageOptions, WeightsOptions
 
 __all__ = ["ExportConfig"]
 
 
-class ExportConfig(StorageOptions):
+class ExportConfig(WeightsOptions, StorageOptions):
     """One model, one file."""
 
     model_config = ConfigDict(extra="forbid")
 
-    variant: VariantName = Field(
-        "general", description="Released variant the weights belong to (backbone, working size)."
-    )
-    weights: str | None = Field(
-        None,
-        description="Variant name, path or URI of the weights; 'random' for smoke tests. Default: the variant's release.",
-    )
-    weights_sha256: str | None = Field(None, description="Expected sha256 of the weights file.")
     format: Literal["onnx"] = Field("onnx", description="File format to write.")
     output: str = Field(..., description="Where the .onnx file goes (local path or S3 URI).")
     opset: int = Field(DEFAULT_OPSET, ge=MIN_OPSET, description="ONNX opset to target.")

@@ -56,6 +56,11 @@ class ServeConfig(ModelOptions, StorageOptions, RayOptions):
     max_ongoing_requests: int = Field(
         64, ge=1, description="Requests a replica takes at once before Serve queues them."
     )
+    max_queued_requests: int = Field(
+        -1,
+        ge=-1,
+        description="Requests Serve queues before answering 503 (load shedding); -1 = no limit.",
+    )
     max_body_bytes: int = Field(
         50 * 2**20, ge=1024, description="Largest request body accepted (HTTP 413 above it)."
     )

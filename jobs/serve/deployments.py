@@ -133,6 +133,14 @@ async def _image_and_fields(request: Request, body: bytes, limit: int) -> tuple[
     return await files[0].read(), fields
 
 
+def _output_tag(asked: str) -> str:
+    """The metrics tag of a request's output: what was asked when valid, so that clients cannot
+    grow the number of series without bound."""
+    names = asked.split(",")
+    return asked if set(names) <= {"mask", "cutout", "probabilities"} and len(names) <= 3 else "invalid"
+
+
+# Serve ships this class to its replicas by value: what its methods call is defined above it.
 @serve.deployment
 @serve.ingress(api)
 class SegmentIngress:
@@ -231,13 +239,6 @@ class SegmentIngress:
         return response
 
 
-def _output_tag(asked: str) -> str:
-    """The metrics tag of a request's output: what was asked when valid, so that clients cannot
-    grow the number of series without bound."""
-    names = asked.split(",")
-    return asked if set(names) <= {"mask", "cutout", "probabilities"} and len(names) <= 3 else "invalid"
-
-
 def _cluster_has_gpus() -> bool:
     return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
 
@@ -258,10 +259,12 @@ def build_app(settings: ServeConfig | Mapping[str, Any]) -> serve.Application:
     model = SegmentModel.options(
         ray_actor_options={"num_cpus": config.cpus_per_replica, "num_gpus": gpus},
         max_ongoing_requests=config.max_ongoing_requests,
+        max_queued_requests=config.max_queued_requests,
         **scaling,
     ).bind(args)
     return SegmentIngress.options(
         num_replicas=config.ingress_replicas,
         ray_actor_options={"num_cpus": config.cpus_per_ingress},
         max_ongoing_requests=config.max_ongoing_requests,
+        max_queued_requests=config.max_queued_requests,
     ).bind(model, args)

@@ -45,15 +45,3 @@ def test_train_speed_reports_samples_per_second_per_worker_count():
     [one] = result["results"]
     assert one["workers"] == 1 and one["samples_per_second"] > 0
     assert "cores" in result["machine"]
-
-
-def test_serve_load_test_reports_throughput_latency_and_errors_per_concurrency():
-    result = _run(
-        "serve.py", "--requests", "3", "--concurrency", "1,2", "--warmup", "1", "--image", "64x48",
-        "--resolution", "64x64",
-    )  # fmt: skip
-    assert [r["concurrency"] for r in result["results"]] == [1, 2]
-    for level in result["results"]:
-        assert level["errors"] == 0 and level["requests_per_second"] > 0
-        assert level["latency_p50_ms"] <= level["latency_p99_ms"]
-    assert result["service"]["variant"] == "demo" and "cores" in result["machine"]

@@ -216,7 +216,7 @@ def test_prepare_passes_an_earlier_error_through():
 @pytest.fixture(scope="module")
 def inferred() -> tuple[list[dict], list[dict]]:
     """One forward pass of random lite weights at 64 x 64 on CPU, for an ok row and an error row."""
-    stage = InferenceStage("random", "lite", WORK, "cpu", "float32", S3Options())
+    stage = InferenceStage("random", variant="lite", size=WORK, device="cpu", dtype="float32", s3=S3Options())
     ok = {
         **_record("ok.jpg"),
         "pixels": _smooth_rgb(*WORK),

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -289,3 +292,21 @@ def test_the_page_segments_an_uploaded_image_and_a_drawn_box(service, browser, t
     outside = np.ones(mask.shape, bool)
     outside[box.slices] = False
     assert mask.shape == (height, width) and not mask[outside].any()
+
+
+def test_the_load_test_reports_throughput_latency_and_errors_per_concurrency(service):
+    """`benchmarks/serve.py --url` against this service (the benchmark's own start-up is the
+    fixture's: `start_service`)."""
+    url, _ = service
+    done = subprocess.run(
+        [sys.executable, "benchmarks/serve.py", "--url", url, "--requests", "3", "--concurrency", "1,2",
+         "--warmup", "1", "--image", "64x48"],
+        cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert [r["concurrency"] for r in result["results"]] == [1, 2]
+    for level in result["results"]:
+        assert level["errors"] == 0 and level["requests_per_second"] > 0
+        assert level["latency_p50_ms"] <= level["latency_p99_ms"]
+    assert "cores" in result["machine"]

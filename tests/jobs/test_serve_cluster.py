@@ -38,6 +38,19 @@ def _get(url: str) -> requests.Response | None:
         return None
 
 
+def _serve_cli(cluster, *args: str) -> subprocess.CompletedProcess:
+    """The `serve` command line against the cluster's dashboard."""
+    command = [
+        sys.executable,
+        "-c",
+        "from ray.serve.scripts import cli; cli()",
+        *args,
+        "--address",
+        cluster.address,
+    ]
+    return subprocess.run(command, env=cluster.env, capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_serve_deploy_of_the_config_file_serves_and_exports_metrics(tmp_path):
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     (port,) = free_ports(1)
@@ -51,11 +64,7 @@ def test_serve_deploy_of_the_config_file_serves_and_exports_metrics(tmp_path):
     url = f"http://127.0.0.1:{port}"
 
     with local_ray_cluster(tmp_path / "cluster") as cluster:
-        deploy = subprocess.run(
-            [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "deploy", str(path),
-             "--address", cluster.address],
-            env=cluster.env, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        deploy = _serve_cli(cluster, "deploy", str(path))
         assert deploy.returncode == 0, deploy.stderr[-3000:]
         health = _wait_for(lambda: (r := _get(f"{url}/healthz")) is not None and r.ok and r, 240, "/healthz")
         assert health.json()["variant"] == "demo"
@@ -78,3 +87,5 @@ def test_serve_deploy_of_the_config_file_serves_and_exports_metrics(tmp_path):
         assert any('status="200"' in line for line in requests_line), requests_line
         assert any('status="422"' in line for line in requests_line), requests_line
         assert "ray_birefnet_serve_request_seconds_bucket" in metrics
+        # Without its (detached) Serve actors the head stops at once rather than after its grace period.
+        assert _serve_cli(cluster, "shutdown", "--yes").returncode == 0

@@ -42,7 +42,15 @@ def _row(index: int, pixels: np.ndarray, error: str = "") -> dict:
 
 
 def test_inference_groups_ragged_rows_by_size_and_keeps_row_order():
-    stage = InferenceStage("random", "lite", Size(64, 64), "cpu", "float32", S3Options(), batch_size=2)
+    stage = InferenceStage(
+        "random",
+        variant="lite",
+        size=Size(64, 64),
+        device="cpu",
+        dtype="float32",
+        s3=S3Options(),
+        batch_size=2,
+    )
     rng = np.random.default_rng(0)
     shapes = [(64, 64, 3), (64, 96, 3), (3, 64, 64, 3), (64, 64, 3), (0, 0, 3), (64, 64, 3)]
     pixels = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in shapes]
