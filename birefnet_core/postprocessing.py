@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
+from .box_guidance import BoxGuide
 from .size import Size
 
-__all__ = ["resize_mask", "resize_probabilities"]
+__all__ = ["full_size_mask", "full_size_probabilities", "resize_mask", "resize_probabilities"]
 
 
 def resize_probabilities(probabilities: np.ndarray | torch.Tensor, size: Size) -> np.ndarray:
@@ -45,3 +46,20 @@ def resize_mask(mask: np.ndarray, size: Size) -> np.ndarray:
         antialias=shrinking,
     )
     return resized[0].numpy()
+
+
+def full_size_probabilities(
+    probabilities: np.ndarray | torch.Tensor, size: Size, guide: BoxGuide | None = None
+) -> np.ndarray:
+    """Working-size float probabilities -> float32 at the image's `size` (0 outside the box
+    when one guided the prediction)."""
+    if guide is None:
+        return resize_probabilities(probabilities, size)
+    return guide.paste(resize_probabilities(probabilities, guide.window.size))
+
+
+def full_size_mask(levels: np.ndarray, size: Size, guide: BoxGuide | None = None) -> np.ndarray:
+    """Working-size 8-bit probabilities -> the 8-bit mask at the image's `size` (0 outside the box)."""
+    if guide is None:
+        return resize_mask(levels, size)
+    return guide.paste(resize_mask(levels, guide.window.size))

@@ -19,7 +19,7 @@ import torch
 from .box_guidance import DEFAULT_BOX_MARGIN, Box, BoxGuide
 from .model import BiRefNet
 from .onnx_runtime import OnnxRuntimeModel
-from .postprocessing import resize_probabilities
+from .postprocessing import full_size_probabilities
 from .precision import resolve_compute_dtype
 from .preprocessing import normalize_batch, prepare_image, to_rgb_uint8, working_size
 from .quantization import quantize_probabilities
@@ -268,9 +268,7 @@ class Predictor:
     ) -> np.ndarray:
         """CPU stage: working-size probabilities -> original-size float32 mask in [0, 1] (0
         outside the box when one guided the prediction)."""
-        if guide is None:
-            return resize_probabilities(probabilities, original_size)
-        return guide.paste(resize_probabilities(probabilities, guide.window.size))
+        return full_size_probabilities(probabilities, original_size, guide)
 
     def predict(
         self,

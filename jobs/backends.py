@@ -31,7 +31,7 @@ from birefnet_core.size import Size
 from birefnet_core.weights import CheckpointMismatchError, load_model
 from connectors.storage import S3Options, open_input, read_bytes, write_bytes_atomic
 
-__all__ = ["DEFAULT_ONNX_CACHE", "ModelIdentity", "load_inference_model", "load_predictor"]
+__all__ = ["DEFAULT_ONNX_CACHE", "ModelIdentity", "load_inference_model", "load_predictor", "local_device"]
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,15 @@ def load_inference_model(
         weights, variant, backend, device, s3, sha256, fp16, onnx_cache, engine_cache, batch_size,
         threads or (os.cpu_count() if device == "cpu" else None),
     )  # fmt: skip
+
+
+def local_device(choice: str) -> str:
+    """`auto` as a process that already runs where it will (`predict`, a Serve replica) means
+    it: cuda when this process sees a GPU, else cpu. The job decides for its actors instead
+    (`jobs.ray_startup.choose_device`)."""
+    if choice != "auto":
+        return choice
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_predictor(

@@ -16,6 +16,7 @@ __all__ = [
     "EXIT_JOB_ERROR",
     "EXIT_OK",
     "JobError",
+    "input_error",
     "one_line",
     "root_cause",
     "traceback_text",
@@ -31,6 +32,11 @@ EXIT_JOB_ERROR = 2
 
 class JobError(Exception):
     """A problem with the job as a whole; its message is the one line a user sees."""
+
+
+def input_error(uri: str, exc: BaseException) -> str:
+    """A per-input error message that names the input once (decoders often name it already)."""
+    return str(exc) if uri in str(exc) else f"{uri}: {exc}"
 
 
 def root_cause(exc: BaseException) -> BaseException:

@@ -1,7 +1,7 @@
 """One encoded image to and from the network, exactly as the batch job does it.
 
 Decode (libjpeg-turbo for plain JPEGs, Pillow for everything else), crop to a guiding box, resize
-to the working size; and back: the 8-bit mask at the image's own size, 0 outside the box. The
+to the working size; and back: the cut-out (the mask at the image's own size is `birefnet_core.postprocessing`'s). The
 job's stages (`jobs.segment_stages`), `birefnet predict` and the online service all go through
 here, so one image, weights and resolution give the same mask bytes wherever they run.
 """
@@ -15,7 +15,6 @@ import numpy as np
 
 from birefnet_core.box_guidance import DEFAULT_BOX_MARGIN, Box, BoxGuide
 from birefnet_core.cutout import composite_on_colour, make_cutout
-from birefnet_core.postprocessing import resize_mask, resize_probabilities
 from birefnet_core.preprocessing import (
     decode_jpeg_rgb,
     prepare_image,
@@ -27,7 +26,7 @@ from birefnet_core.size import Size
 from birefnet_core.variants import Variant
 from connectors.images import ImageDecodeError, decode_image, encode_png, read_header
 
-__all__ = ["PreparedInput", "cutout_png", "full_size_mask", "full_size_probabilities", "prepare_encoded"]
+__all__ = ["PreparedInput", "cutout_png", "prepare_encoded"]
 
 log = logging.getLogger(__name__)
 
@@ -84,22 +83,6 @@ def prepare_encoded(
             return _prepared(image, True, variant, size, box, box_margin)
     rgb = to_rgb_uint8(decode_image(data, uri, max_pixels))
     return _prepared(rgb, False, variant, size, box, box_margin)
-
-
-def full_size_mask(levels: np.ndarray, size: Size, guide: BoxGuide | None = None) -> np.ndarray:
-    """Working-size 8-bit probabilities -> the 8-bit mask at the image's `size`."""
-    if guide is None:
-        return resize_mask(levels, size)
-    return guide.paste(resize_mask(levels, guide.window.size))
-
-
-def full_size_probabilities(
-    probabilities: np.ndarray, size: Size, guide: BoxGuide | None = None
-) -> np.ndarray:
-    """Working-size float probabilities -> float32 probabilities at the image's `size`."""
-    if guide is None:
-        return resize_probabilities(probabilities, size)
-    return guide.paste(resize_probabilities(probabilities, guide.window.size))
 
 
 def cutout_png(

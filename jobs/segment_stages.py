@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from birefnet_core.box_guidance import DEFAULT_BOX_MARGIN, Box, BoxGuide
+from birefnet_core.postprocessing import full_size_mask
 from birefnet_core.predictor import group_by_shape
 from birefnet_core.quality import mask_quality
 from birefnet_core.runtime import set_cpu_threads
@@ -30,7 +31,8 @@ from connectors.storage import S3Options, StorageUnavailableError, write_bytes_a
 
 from .backends import load_predictor
 from .batches import column_batch, rows_of
-from .image_prediction import cutout_png, full_size_mask, prepare_encoded
+from .errors import input_error
+from .image_prediction import cutout_png, prepare_encoded
 
 __all__ = [
     "DoneLookup",
@@ -130,7 +132,7 @@ class PrepareStage:
                 except StorageUnavailableError:
                     raise  # the store, not this input: the job stops and a re-run resumes
                 except Exception as exc:
-                    row["error"] = str(exc) if row["uri"] in str(exc) else f"{row['uri']}: {exc}"
+                    row["error"] = input_error(row["uri"], exc)
             if not self.keep_bytes or row["error"]:
                 row["data"] = NO_DATA
             row["decode_seconds"] = time.perf_counter() - started

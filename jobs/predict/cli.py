@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from birefnet_core.postprocessing import full_size_mask
 from birefnet_core.precision import cpu_has_native_bf16
 from birefnet_core.predictor import Predictor, group_by_shape
 from birefnet_core.variants import get_variant
@@ -28,10 +29,10 @@ from connectors.listing import list_sources
 from connectors.sources import Source, kind_of, named
 from connectors.storage import file_info, version_tag, write_bytes_atomic
 
-from ..backends import load_predictor
+from ..backends import load_predictor, local_device
 from ..cli import Command
-from ..errors import EXIT_FAILURES, EXIT_OK
-from ..image_prediction import PreparedInput, cutout_png, full_size_mask, prepare_encoded
+from ..errors import EXIT_FAILURES, EXIT_OK, input_error
+from ..image_prediction import PreparedInput, cutout_png, prepare_encoded
 from .config import PredictConfig
 
 __all__ = ["COMMAND", "main", "predict"]
@@ -102,7 +103,7 @@ class _Writer:
                 self.config.max_image_pixels, self.config.box, self.config.box_margin,
             )  # fmt: skip
         except Exception as exc:  # one bad image never stops the others
-            self._fail(str(exc) if record.uri in str(exc) else f"{record.uri}: {exc}")
+            self._fail(input_error(record.uri, exc))
             return None
 
     def _write(self, record: Record, prepared: PreparedInput, levels: np.ndarray) -> None:
@@ -145,18 +146,10 @@ def _batches(sources: list[Source], config: PredictConfig, progress: tqdm) -> It
         yield batch
 
 
-def _device(config: PredictConfig) -> str:
-    if config.device != "auto":
-        return config.device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def predict(config: PredictConfig) -> int:
     """Exit codes: 0 every image done, 1 some failed (each named on stderr), 2 nothing could run."""
     sources = list_inputs(config)
-    device = _device(config)
+    device = local_device(config.device)
     dtype = config.resolved_dtype(device, cpu_has_native_bf16())
     predictor, identity = load_predictor(
         config.weights_source, variant=config.variant, size=config.working_size, device=device,

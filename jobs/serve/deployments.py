@@ -24,20 +24,15 @@ from ray.util.metrics import Counter, Histogram
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
+from birefnet_core.postprocessing import full_size_mask, full_size_probabilities
 from birefnet_core.precision import cpu_has_native_bf16
 from birefnet_core.quantization import quantize_probabilities
 from birefnet_core.variants import get_variant
 from connectors.images import ImageDecodeError, encode_mask_png, encode_probabilities_png, read_header
 
-from ..backends import load_predictor
+from ..backends import load_predictor, local_device
 from ..cli import build_config
-from ..image_prediction import (
-    PreparedInput,
-    cutout_png,
-    full_size_mask,
-    full_size_probabilities,
-    prepare_encoded,
-)
+from ..image_prediction import PreparedInput, cutout_png, prepare_encoded
 from .api import RequestError, SegmentParams, json_body, read_limited
 from .config import ServeConfig
 
@@ -53,21 +48,13 @@ _LATENCY_BOUNDARIES = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 api = FastAPI(title="BiRefNet", docs_url=None, redoc_url=None)
 
 
-def _replica_device(config: ServeConfig) -> str:
-    if config.device != "auto":
-        return config.device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 @serve.deployment
 class SegmentModel:
     """One model replica; concurrent requests are run as batches of one working size."""
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         config = ServeConfig.model_validate(settings)
-        self.device = _replica_device(config)
+        self.device = local_device(config.device)
         dtype = config.resolved_dtype(self.device, cpu_has_native_bf16())
         self.predictor, self.identity = load_predictor(
             config.weights_source, variant=config.variant, size=config.working_size, device=self.device,

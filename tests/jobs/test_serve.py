@@ -18,12 +18,13 @@ import requests
 from PIL import Image
 
 from birefnet_core.box_guidance import Box
+from birefnet_core.postprocessing import full_size_mask
 from birefnet_core.precision import cpu_has_native_bf16
 from birefnet_core.variants import get_variant
 from connectors.images import encode_mask_png
 from connectors.synthetic import encode_image, object_scene
 from jobs.backends import load_predictor
-from jobs.image_prediction import full_size_mask, prepare_encoded
+from jobs.image_prediction import prepare_encoded
 from jobs.serve import ServeConfig, start_service
 from tests.support.ports import free_ports
 
