@@ -7,7 +7,8 @@ and the tile predictions are blended with weights that fall towards the tile edg
 (`blend_weights`, `blend_tiles`), because a network is least reliable where its input was cut:
 it cannot see across the cut. Edges lying on the image border are not cuts, so they keep full
 weight. `predict_tiled` wires these together; an optional coarse pass over the whole image
-(`TilingOptions.context_size`) gives back the global context that tiles lose.
+(`TilingOptions.context_size`) gives back the global context that tiles lose, with the resize
+and fusion maths of `scene_context`, which the scene path runs strip by strip and chunk by chunk.
 
 Everything here works on pixel windows of in-memory arrays; reading scenes window by window,
 CRS and affine maths belong to `connectors/`, and the scene path's chunk stages reuse
@@ -21,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .preprocessing import normalize_batch, prepare_image
+from .preprocessing import normalize_batch
+from .scene_context import context_view, fuse_context, upsample_window
 from .size import Size
 from .variants import IMAGENET_MEAN, IMAGENET_STD
 
@@ -303,20 +304,6 @@ def _predict_batch(
     return probs[:, 0]
 
 
-def _fuse_context(tiles: np.ndarray, coarse: np.ndarray, context_weight: float) -> np.ndarray:
-    """p = (1 - w) * p_tiles + w * p_coarse with w = context_weight * (1 - |2 p_tiles - 1|).
-
-    Computed as p_tiles + w * (p_coarse - p_tiles) in place, so w = 0 returns p_tiles exactly.
-    """
-    w = np.abs(2.0 * tiles - 1.0)
-    np.subtract(1.0, w, out=w)
-    w *= context_weight
-    coarse -= tiles
-    coarse *= w
-    tiles += coarse
-    return tiles
-
-
 def _tile_predictions(
     image: np.ndarray,
     plan: list[Tile],
@@ -354,11 +341,14 @@ def predict_tiled(
 
     Tiles alone lose global context: an object larger than a tile is seen in parts, and each
     part may look like background to the network. With `options.context_size`, the whole image
-    is first resized to context_size x context_size (bilinear, antialiased, as `prepare_image`
-    does for untiled inputs), predicted once, and the coarse map upsampled to H x W. It is fused
-    where the tiles are unsure: p = (1 - w) * p_tiles + w * p_coarse, w = context_weight * (1 - c),
-    with c = |2 * p_tiles - 1| the tiles' own confidence. A confident tile pixel (p near 0 or 1)
-    keeps its sharp value; one near 0.5 leans on the global view by up to `context_weight`.
+    is first resized to context_size x context_size (`context_view`: bilinear, antialiased, within
+    one level of `prepare_image`, squashed like BiRefNet's training inputs), predicted once, and
+    the coarse map resized back to H x W (`upsample_window` over the whole image). `fuse_context`
+    blends it in where the tiles are unsure: p = (1 - w) * p_tiles + w * p_coarse,
+    w = context_weight * (1 - c), with c = |2 * p_tiles - 1| the tiles' own confidence. A
+    confident tile pixel (p near 0 or 1) keeps its sharp value; one near 0.5 leans on the global
+    view by up to `context_weight`. The scene path computes the same view strip by strip
+    (`ContextView`) and the same upsampled map window by window, so the two agree.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be H x W x 3 uint8, got {image.shape} {image.dtype}")
@@ -367,16 +357,14 @@ def predict_tiled(
 
     coarse = None
     if options.context_size is not None:
-        small = np.stack([prepare_image(image, Size(options.context_size, options.context_size))])
-        coarse_map = torch.from_numpy(_predict_batch(predict_fn, small, mean, std, device))[None]
-        # antialias only widens the kernel on an axis that shrinks; enlarging stays plain bilinear.
-        coarse = F.interpolate(coarse_map, size=(height, width), mode="bilinear", antialias=True)[
-            0, 0
-        ].numpy()
+        context = Size(options.context_size, options.context_size)
+        view = context_view(image, context)
+        coarse_map = _predict_batch(predict_fn, view[None], mean, std, device)[0]
+        coarse = upsample_window(coarse_map, (0, 0), context, Size(height, width), (0, 0, height, width))
 
     predictions = _tile_predictions(image, plan, predict_fn, options.batch_size, mean, std, device)
     accumulator = blend_tiles(height, width, options.overlap, predictions)
     probabilities = accumulator.result()
     if coarse is not None:
-        probabilities = _fuse_context(probabilities, coarse, options.context_weight)
+        probabilities = fuse_context(probabilities, coarse, options.context_weight)
     return TiledPrediction(probabilities, len(plan), accumulator.seam_disagreement())
