@@ -1,4 +1,4 @@
-"""Writing masks as Cloud-Optimised GeoTIFFs: streamed window by window, published atomically.
+"""Writing masks as Cloud-Optimised GeoTIFFs: streamed window by window (or converted from a VRT mosaic), published atomically.
 
 The mask keeps the input's size, CRS and transform, so GIS tools overlay it on the scene as is.
 """
@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -28,9 +29,12 @@ logger = logging.getLogger(__name__)
 #: keep every window write block-aligned, so no compressed tile is ever rewritten.
 MASK_BLOCK = 512
 
-#: COG creation options; AVERAGE overviews keep soft mask edges and skip nodata pixels.
+#: COG creation options; AVERAGE overviews keep soft mask edges and skip nodata pixels. DEFLATE
+#: level 3 rather than GDAL's 6: on a 20k x 20k mask (2 threads) 1.7 s instead of 2.0 s for 3%
+#: more bytes, and 5.1 s instead of 13.8 s for 3% more on a noisy model's mask.
 COG_OPTIONS: dict[str, str | int] = {
     "COMPRESS": "DEFLATE",
+    "LEVEL": 3,
     "OVERVIEWS": "AUTO",
     "OVERVIEW_RESAMPLING": "AVERAGE",
     "BLOCKSIZE": MASK_BLOCK,
@@ -152,32 +156,49 @@ class MaskRasterWriter:
             self._workdir = None
 
     def _publish(self, staging: str) -> None:
-        rasterio = import_rasterio()
-        fs, path = storage.filesystem(self.destination, self.s3)
-        local = storage.uri_scheme(self.destination) in storage.LOCAL_SCHEMES
-        if local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            cog = storage.temp_path_beside(path)
-        else:
-            assert self._workdir is not None
-            cog = os.path.join(self._workdir, "mask.cog.tif")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                rasterio.shutil.copy(staging, cog, driver="COG", **COG_OPTIONS)
-            if local:
-                with open(cog, "rb") as handle:
-                    os.fsync(handle.fileno())
-                os.replace(cog, path)
-            else:
-                with storage.translated_errors(self.destination, self.s3):
-                    fs.put_file(cog, path)  # streamed; multipart for large files
-        except BaseException:
-            if local:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(cog)
-            raise
+        assert self._workdir is not None
+        publish_cog(staging, self.destination, self.s3, self._workdir, COG_OPTIONS)
         logger.info("wrote COG mask %s (%d x %d)", self.destination, self.info.width, self.info.height)
+
+
+def publish_cog(
+    source: str,
+    destination: str,
+    s3: S3Options | None,
+    workdir: str,
+    options: Mapping[str, str | int] = COG_OPTIONS,
+) -> None:
+    """Convert the local raster ``source`` with GDAL's COG driver and publish it atomically at ``destination``.
+
+    Local destinations are written to a hidden file beside the target, fsynced and renamed over
+    it; others (``s3://`` ...) are written into ``workdir`` and uploaded in one streamed put,
+    which S3 makes visible only when complete. On failure nothing is published and the hidden
+    file is removed (``workdir`` is the caller's to clean).
+    """
+    rasterio = import_rasterio()
+    fs, path = storage.filesystem(destination, s3)
+    local = storage.uri_scheme(destination) in storage.LOCAL_SCHEMES
+    if local:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        cog = storage.temp_path_beside(path)
+    else:
+        cog = os.path.join(workdir, "mask.cog.tif")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            rasterio.shutil.copy(source, cog, driver="COG", **options)
+        if local:
+            with open(cog, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(cog, path)
+        else:
+            with storage.translated_errors(destination, s3):
+                fs.put_file(cog, path)  # streamed; multipart for large files
+    except BaseException:
+        if local:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(cog)
+        raise
 
 
 def write_geotiff_mask(

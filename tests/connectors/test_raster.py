@@ -381,7 +381,7 @@ def test_assemble_mask_from_staged_chunks(tmp_path: Path) -> None:
         y0, x0, y1, x1 = chunk.core_in_read
         core = encode_nodata(image[y0:y1, x0:x1, 0], valid[y0:y1, x0:x1], 0)
         uri = write_chunk(staging, chunk, core)
-        assert uri == chunk_uri(staging, chunk) and uri.endswith(f"{chunk.row:05d}_{chunk.col:05d}.png")
+        assert uri == chunk_uri(staging, chunk) and uri.endswith(f"{chunk.row:05d}_{chunk.col:05d}.tif")
         np.testing.assert_array_equal(read_chunk(staging, chunk), core)
         cy0, cx0, cy1, cx1 = chunk.core
         expected[cy0:cy1, cx0:cx1] = core
@@ -401,7 +401,7 @@ def test_assemble_mask_refuses_missing_or_partial_chunks(tmp_path: Path) -> None
         y0, x0, y1, x1 = chunk.core
         write_chunk(str(staging), chunk, np.full((y1 - y0, x1 - x0), 9, np.uint8))
     destination = tmp_path / "mask.tif"
-    with pytest.raises(FileNotFoundError, match=r"00001_00002\.png"):
+    with pytest.raises(FileNotFoundError, match=r"00001_00002\.tif"):
         assemble_mask(str(destination), info, chunks, str(staging))
     assert not destination.exists() and len(os.listdir(staging)) == len(chunks) - 1
     with pytest.raises(ValueError, match="full plan_chunks"):
@@ -454,7 +454,7 @@ def test_s3_read_and_cog_upload(s3_server, s3_bucket: str, tmp_path: Path) -> No
     destination = f"s3://{s3_bucket}/masks/scene.tif"
     assemble_mask(destination, info, chunks, staging, s3=options)
     raw = s3_server.filesystem()
-    assert not raw.exists(f"{s3_bucket}/staging/scene/00000_00000.png")
+    assert not raw.exists(f"{s3_bucket}/staging/scene/00000_00000.tif")
     raw.get_file(f"{s3_bucket}/masks/scene.tif", str(tmp_path / "downloaded.tif"))
     _assert_cog_like(tmp_path / "downloaded.tif", info, expected)
     # GDAL reads the uploaded COG in place, too.
