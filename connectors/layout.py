@@ -3,7 +3,9 @@
     masks/<name>.png        8-bit mask of an image (<name>.tif for a scene: a COG)
     cutouts/<name>.png      RGBA cut-out
     manifest/               the Parquet manifest (see connectors.manifest)
-    runs/<run_id>/config.json, summary.json, staging/<scene id>/...
+    runs/<run_id>/config.json, summary.json
+    staging/<settings>/<scene>/   a scene's staged chunks until its row is committed
+                            (see connectors.staging: kept across runs for reuse)
 
 ``<name>`` is the input's relative path without its extension (``a/b.jpg`` -> ``a/b``), so
 outputs mirror the inputs. Collision rule: when inputs of one folder (or one tar shard, or one
@@ -23,6 +25,7 @@ from connectors.uris import join_uri, safe_output_uri
 
 __all__ = [
     "MANIFEST_DIR",
+    "STAGING_DIR",
     "OutputLayout",
     "RunFiles",
     "collision_message",
@@ -31,6 +34,7 @@ __all__ = [
 ]
 
 MANIFEST_DIR = "manifest"
+STAGING_DIR = "staging"
 MASK_SUFFIX = ".png"
 SCENE_SUFFIX = ".tif"
 CUTOUT_SUFFIX = ".png"
@@ -93,13 +97,6 @@ class RunFiles:
     def summary(self) -> str:
         return join_uri(self.root, "summary.json")
 
-    @property
-    def staging(self) -> str:
-        return join_uri(self.root, "staging")
-
-    def scene_staging(self, scene_id: str) -> str:
-        return join_uri(self.staging, scene_id)
-
 
 @dataclass(frozen=True)
 class OutputLayout:
@@ -119,6 +116,11 @@ class OutputLayout:
     @property
     def manifest(self) -> str:
         return join_uri(self.root, MANIFEST_DIR)
+
+    @property
+    def staging(self) -> str:
+        """Where scene chunks wait for their scene's commit, across runs (``connectors.staging``)."""
+        return join_uri(self.root, STAGING_DIR)
 
     def run(self, run_id: str) -> RunFiles:
         return RunFiles(safe_output_uri(self.root, f"runs/{run_id}"))

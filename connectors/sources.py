@@ -21,8 +21,12 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 )
 TAR_EXTENSION = ".tar"
-#: Files that may be scenes (GeoTIFFs, huge TIFFs): the job looks into them before choosing a path.
-SCENE_EXTENSIONS = frozenset({".tif", ".tiff"})
+#: Files that may be scenes (GeoTIFFs, huge TIFFs, JPEG 2000, VRTs): the job reads their
+#: headers before choosing a path.
+SCENE_EXTENSIONS = frozenset({".tif", ".tiff", ".jp2", ".j2k", ".vrt"})
+#: Images that are scenes only when huge (orthophotos as PNG or JPEG): the job reads the
+#: headers of those above a size in bytes, and decodes the others as images unseen.
+SCENE_IF_LARGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
 LIST_EXTENSIONS = frozenset({".txt", ".parquet"})
 
 SourceKind = Literal["file", "tar"]

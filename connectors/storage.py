@@ -53,6 +53,7 @@ __all__ = [
     "S3Options",
     "StorageAuthError",
     "StorageUnavailableError",
+    "call_with_retries",
     "exists",
     "file_info",
     "filesystem",
@@ -135,7 +136,7 @@ def translated_errors(uri: str, s3: S3Options | None) -> Iterator[None]:
         _raise_translated(exc, uri, s3)
 
 
-def _call(action: str, uri: str, s3: S3Options | None, operation: Callable[[], T]) -> T:
+def call_with_retries(action: str, uri: str, s3: S3Options | None, operation: Callable[[], T]) -> T:
     """Run one storage call under the module's error contract, retrying transient S3 faults.
 
     Local and memory filesystems have no outages worth waiting out, so they are called once.
@@ -163,25 +164,25 @@ def open_input(uri: str, s3: S3Options | None = None) -> IO[bytes]:
     Only the open is retried; reads of the open handle rely on s3fs's own retries.
     """
     fs, path = filesystem(uri, s3)
-    return cast(IO[bytes], _call("opening", uri, s3, lambda: fs.open(path, "rb")))
+    return cast(IO[bytes], call_with_retries("opening", uri, s3, lambda: fs.open(path, "rb")))
 
 
 def read_bytes(uri: str, s3: S3Options | None = None) -> bytes:
     """Read the whole object at ``uri`` (images are small enough to decode from memory)."""
     fs, path = filesystem(uri, s3)
-    return cast(bytes, _call("reading", uri, s3, lambda: fs.cat_file(path)))
+    return cast(bytes, call_with_retries("reading", uri, s3, lambda: fs.cat_file(path)))
 
 
 def file_info(uri: str, s3: S3Options | None = None) -> dict[str, Any]:
     """fsspec's ``info`` for ``uri`` (size, ETag or mtime, type), with this module's errors and retries."""
     fs, path = filesystem(uri, s3)
-    return cast(dict[str, Any], _call("checking", uri, s3, lambda: fs.info(path)))
+    return cast(dict[str, Any], call_with_retries("checking", uri, s3, lambda: fs.info(path)))
 
 
 def exists(uri: str, s3: S3Options | None = None) -> bool:
     """Whether ``uri`` names a file or directory; an unreachable store raises instead of answering False."""
     fs, path = filesystem(uri, s3)
-    return _call("checking", uri, s3, lambda: _exists(fs, path))
+    return call_with_retries("checking", uri, s3, lambda: _exists(fs, path))
 
 
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
@@ -251,7 +252,7 @@ def write_bytes_atomic(uri: str, data: bytes, s3: S3Options | None = None) -> No
         write = functools.partial(_write_local_atomic, path, data)
     else:
         write = functools.partial(fs.pipe_file, path, data)  # a retry re-sends the whole object
-    _call("writing", uri, s3, write)
+    call_with_retries("writing", uri, s3, write)
     logger.debug("wrote %d bytes to %s", len(data), uri)
 
 
@@ -321,7 +322,7 @@ def list_files(
             )
         return entries, not entries and not _exists(fs, root_path)
 
-    entries, missing = _call("listing", root_uri, s3, find)
+    entries, missing = call_with_retries("listing", root_uri, s3, find)
     if missing:
         raise FileNotFoundError(errno.ENOENT, "No such directory or prefix", root_uri)
 
@@ -340,7 +341,9 @@ def list_folder(
     wanted = normalise_extensions(extensions) or frozenset()
     base = root if uri_scheme(root) else filesystem(root, s3)[1]
     prefix = f"{relative_dir.strip('/')}/" if relative_dir.strip("/") else ""
-    listed = cast(list[dict[str, Any]], _call("listing", folder, s3, lambda: fs.ls(path, detail=True)))
+    listed = cast(
+        list[dict[str, Any]], call_with_retries("listing", folder, s3, lambda: fs.ls(path, detail=True))
+    )
     files, subfolders = [], []
     for info in listed:
         leaf = info["name"].rstrip("/").rsplit("/", 1)[-1]

@@ -104,7 +104,28 @@ class SegmentConfig(ModelOptions, StorageOptions, RayOptions):
     scene_min_pixels: int = Field(
         50_000_000,
         ge=1,
-        description="Non-georeferenced TIFFs above this many pixels take the tiled scene path (GeoTIFFs always do).",
+        description="Rasters above this many pixels take the tiled scene path, read window by window "
+        "(GeoTIFFs, JPEG 2000 and VRTs always do).",
+    )
+    scene_min_bytes: int = Field(
+        16 * 1024**2,
+        ge=0,
+        description="PNG and JPEG files at least this large are checked for the scene path (their "
+        "headers are read while planning); smaller ones are always images.",
+    )
+    scene_context: int = Field(
+        0,
+        ge=0,
+        description="Whole-scene context: segment each scene once at this size (px, multiple of 32) and "
+        "fuse it into its tiles where they are unsure; 0 = off.",
+    )
+    scene_context_weight: float = Field(
+        0.5, ge=0, le=1, description="How far unsure tile pixels lean on the whole-scene context."
+    )
+    scene_staging_max_age_hours: float = Field(
+        168.0,
+        gt=0,
+        description="Staged scene chunks nothing wrote to for this long are swept at the start of a run.",
     )
     max_failure_fraction: float = Field(
         0.01, ge=0, le=1, description="Exit non-zero when more inputs than this fail."
@@ -178,10 +199,10 @@ class SegmentConfig(ModelOptions, StorageOptions, RayOptions):
             raise ValueError(f"need 0 <= low < high <= 100, got {value[0]},{value[1]}")
         return value
 
-    @field_validator("tile_size")
+    @field_validator("tile_size", "scene_context")
     @classmethod
     def _tile_multiple_of_32(cls, value: int | None) -> int | None:
-        if value is not None and value % 32:
+        if value and value % 32:
             raise ValueError(f"{value} must be a multiple of 32")
         return value
 

@@ -6,7 +6,8 @@ S3 Inventory export: the way in at 10M+ inputs) is read by Ray Data in parallel 
 workers; a `.txt` list is read on the driver. Wherever the rows come from, the task that has
 them drops the inputs the done-index knows (one vectorised look-up per block) and hands on the
 rest in blocks of `SOURCES_PER_BLOCK` rows that stay in the object store. Only counts, folder
-names and the scene candidates (TIFFs, which fan out into chunks there) reach the driver.
+names and the scene candidates (rasters that may be read by window: `jobs.scene_planning`) reach
+the driver.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import pyarrow.compute as pc
 import ray
 
 from connectors.listing import (
+    IMAGE_EXTENSIONS,
     LIST_EXTENSIONS,
     SCENE_EXTENSIONS,
+    SCENE_IF_LARGE_EXTENSIONS,
     ParquetList,
     Source,
     extension_of,
@@ -50,6 +53,8 @@ log = logging.getLogger(__name__)
 SOURCES_PER_BLOCK = 64
 #: Rows a worker resolves and checks against the done-index at once.
 RESOLVE_BATCH = 4096
+#: What a folder listing picks up: images, and rasters that only the scene path reads.
+LISTED_EXTENSIONS = IMAGE_EXTENSIONS | SCENE_EXTENSIONS
 
 
 @dataclass
@@ -73,11 +78,24 @@ def drop_done(table: pa.Table, index: DoneIndex) -> tuple[pa.Table, int]:
     return table.filter(pa.array(~done)), int(done.sum())
 
 
-def _split(table: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """(images and shards, scene candidates)."""
+def _ends_with_any(paths: pa.ChunkedArray, extensions: frozenset[str]) -> pa.ChunkedArray:
+    ends = [pc.ends_with(paths, ext) for ext in sorted(extensions)]
+    found = ends[0]
+    for more in ends[1:]:
+        found = pc.or_(found, more)
+    return found
+
+
+def _split(table: pa.Table, scene_min_bytes: int) -> tuple[pa.Table, pa.Table]:
+    """(images and shards, scene candidates): rasters the scene path may read (their headers
+    decide, `jobs.scene_planning`), and PNG/JPEG files of at least ``scene_min_bytes``."""
     lowered = pc.utf8_lower(table.column("relative_path"))
-    ends = [pc.ends_with(lowered, ext) for ext in sorted(SCENE_EXTENSIONS)]
-    candidate = pc.and_(pc.equal(table.column("kind"), "file"), pc.or_(*ends))
+    large = pc.greater_equal(table.column("size"), scene_min_bytes)
+    maybe = pc.or_(
+        _ends_with_any(lowered, SCENE_EXTENSIONS),
+        pc.and_(large, _ends_with_any(lowered, SCENE_IF_LARGE_EXTENSIONS)),
+    )
+    candidate = pc.and_(pc.equal(table.column("kind"), "file"), maybe)
     return table.filter(pc.invert(candidate)), table.filter(candidate)
 
 
@@ -87,24 +105,26 @@ def _blocks(table: pa.Table) -> Iterator[pa.Table]:
 
 
 @ray.remote(num_returns="streaming", **STAGE_OPTIONS)
-def _list_folder(root: str, relative_dir: str, s3: S3Options, done: DoneLookup) -> Iterator[object]:
+def _list_folder(
+    root: str, relative_dir: str, s3: S3Options, done: DoneLookup, scene_min_bytes: int
+) -> Iterator[object]:
     """Yields blocks of image/shard sources to do, then (scene candidates, sub-folders, listed, skipped)."""
-    sources, subfolders = list_directory(root, relative_dir, s3)
+    sources, subfolders = list_directory(root, relative_dir, s3, LISTED_EXTENSIONS)
     todo, skipped = drop_done(sources_table(sources), done())
-    images, candidates = _split(todo)
+    images, candidates = _split(todo, scene_min_bytes)
     yield from _blocks(images)
     yield candidates, subfolders, len(sources), skipped
 
 
-def _list_tree(root: str, s3: S3Options, done: DoneLookup) -> Listing:
+def _list_tree(root: str, s3: S3Options, done: DoneLookup, scene_min_bytes: int) -> Listing:
     blocks: list[ray.ObjectRef] = []
     candidates: list[Source] = []
     listed = skipped = 0
-    pending = [_list_folder.remote(root, "", s3, done)]
+    pending = [_list_folder.remote(root, "", s3, done, scene_min_bytes)]
     while pending:
         count, dropped, subfolders = _gather(pending, blocks, candidates)
         listed, skipped = listed + count, skipped + dropped
-        pending.extend(_list_folder.remote(root, sub, s3, done) for sub in subfolders)
+        pending.extend(_list_folder.remote(root, sub, s3, done, scene_min_bytes) for sub in subfolders)
     if not listed:
         if not exists(root, s3):
             raise FileNotFoundError(f"input {root} does not exist")
@@ -118,7 +138,7 @@ def _dataset(blocks: list[ray.ObjectRef]) -> ray.data.Dataset:
 
 @ray.remote(num_returns="streaming", **STAGE_OPTIONS)
 def _list_row_group(
-    listing: ParquetList, row_group: int, s3: S3Options, done: DoneLookup
+    listing: ParquetList, row_group: int, s3: S3Options, done: DoneLookup, scene_min_bytes: int
 ) -> Iterator[object]:
     """One row group of a Parquet list: yields blocks to do, then (scene candidates, listed, skipped)."""
     index = done()
@@ -126,7 +146,7 @@ def _list_row_group(
     for rows in read_parquet_list(listing, row_group, RESOLVE_BATCH, s3):
         sources, dropped = sources_from_parquet_rows(rows, listing.uri, listing.columns, s3, index)
         todo, more = drop_done(sources, index)
-        images, scenes = _split(todo)
+        images, scenes = _split(todo, scene_min_bytes)
         yield from _blocks(images)
         candidates.append(scenes)
         listed, skipped = listed + rows.num_rows, skipped + dropped + more
@@ -142,9 +162,12 @@ def _gather(pending: list, blocks: list, candidates: list[Source]) -> tuple[int,
     return listed, skipped, subfolders
 
 
-def _list_parquet(spec: str, s3: S3Options, done: DoneLookup) -> Listing:
+def _list_parquet(spec: str, s3: S3Options, done: DoneLookup, scene_min_bytes: int) -> Listing:
     listing = open_parquet_list(spec, s3)
-    pending = [_list_row_group.remote(listing, group, s3, done) for group in range(listing.row_groups)]
+    pending = [
+        _list_row_group.remote(listing, group, s3, done, scene_min_bytes)
+        for group in range(listing.row_groups)
+    ]
     blocks: list[ray.ObjectRef] = []
     candidates: list[Source] = []
     listed = skipped = 0
@@ -156,15 +179,16 @@ def _list_parquet(spec: str, s3: S3Options, done: DoneLookup) -> Listing:
     return Listing(_dataset(blocks), candidates, listed, skipped)
 
 
-def list_inputs(spec: str, s3: S3Options, done: DoneLookup) -> Listing:
-    """The input spec as what is left to do; raises for problems with the spec itself."""
+def list_inputs(spec: str, s3: S3Options, done: DoneLookup, scene_min_bytes: int) -> Listing:
+    """The input spec as what is left to do; raises for problems with the spec itself.
+    PNG/JPEG files of at least ``scene_min_bytes`` join the scene candidates."""
     suffix = extension_of(spec.rstrip("/"))
     if suffix == ".parquet":
-        return _list_parquet(spec, s3, done)
+        return _list_parquet(spec, s3, done, scene_min_bytes)
     if suffix in LIST_EXTENSIONS:
         sources = list_sources(spec, s3)
         todo, skipped = drop_done(sources_table(sources), done())
-        images, candidates = _split(todo)
+        images, candidates = _split(todo, scene_min_bytes)
         rows = [source_of_row(row) for row in candidates.to_pylist()]
         return Listing(ray.data.from_arrow(images), rows, len(sources), skipped)
-    return _list_tree(spec, s3, done)
+    return _list_tree(spec, s3, done, scene_min_bytes)

@@ -1,9 +1,11 @@
-"""The Ray Data pipelines of a segmentation run: images and scenes, sharing one inference stage.
+"""The Ray Data pipeline of a segmentation run: images and scene chunks in one stream, through
+one pool of inference actors.
 
-images: blocks of sources to do -> read -> decode + resize (CPU tasks) -> BiRefNet (actor
-        pool) -> masks / cut-outs + a manifest part per batch.
-scenes: one row per chunk -> window read + tiles -> the same inference stage -> blend + stage
-        -> one assembly task per scene -> a manifest part.
+images: blocks of sources to do -> read -> decode + resize (CPU tasks) --+
+scenes: one row per chunk still to do -> window read + tiles (CPU) ------+-> BiRefNet (actor
+        pool) -> images: masks / cut-outs + a manifest part per batch;
+                 chunks: blend + stage, then the scene's commit task (`jobs.scene_commits`)
+                 assembles its COG and commits its row as soon as its last chunk is staged.
 
 Every stage commits its own work (outputs, then the manifest part that records them), so what
 the driver sees is only small status rows, and a run stopped at any point keeps what it wrote.
@@ -11,21 +13,22 @@ the driver sees is only small status rows, and a run stopped at any point keeps 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import ray
 from ray.data import ActorPoolStrategy
 
-from connectors.layout import OutputLayout
-from connectors.manifest import ManifestRow, RunRef, write_manifest_part
-from connectors.storage import StorageUnavailableError
+from connectors.manifest import RunRef
 
 from .config import SegmentConfig
-from .errors import root_cause
 from .ray_startup import STAGE_OPTIONS
-from .scene_stages import ChunkBlendStage, ChunkTileStage, ScenePlan, assemble_scene, chunk_rows
+from .scene_commits import SceneCommits
+from .scene_context import SceneContext
+from .scene_planning import ScenePlan
+from .scene_stages import ChunkBlendStage, ChunkTileStage, chunk_rows
 from .segment_stages import (
     DoneLookup,
     FinishStage,
@@ -33,15 +36,15 @@ from .segment_stages import (
     PrepareStage,
     ReadStage,
     run_ref,
-    status_columns,
 )
 
 __all__ = [
     "CPU_TASK_CPUS",
     "INFERENCE_ACTOR_MEMORY",
     "Runtime",
-    "image_pipeline",
-    "run_scenes",
+    "replica_options",
+    "run_pipeline",
+    "scene_run_ref",
 ]
 
 #: CPU that each read/decode task and each commit task asks for. Ray Data reserves the minimum
@@ -67,37 +70,43 @@ class Runtime:
     done: DoneLookup | None = None
     on_skipped: Callable[[int], None] | None = None
 
-    @property
-    def staging(self) -> str:
-        return OutputLayout(self.config.output).run(self.run_id).staging
 
-
-def _infer(ds: ray.data.Dataset, rt: Runtime) -> ray.data.Dataset:
-    """The accelerator stage, identical for images and scene tiles."""
+def replica_options(rt: Runtime) -> dict[str, Any]:
+    """`jobs.backends.load_predictor`'s options (besides the weights): the model the run runs."""
     config = rt.config
-    low, high = config.concurrency
+    return {
+        "variant": config.variant,
+        "size": config.working_size,
+        "device": rt.device,
+        "dtype": rt.dtype,
+        "s3": config.s3,
+        "sha256": config.weights_sha256,
+        "batch_size": config.batch_size,
+        "compile": config.compile,
+        "compile_scope": config.compile_scope,
+        "cuda_graphs": config.cuda_graphs,
+        "tf32": config.tf32,
+        "channels_last": config.channels_last,
+        "cpu_threads": config.cpu_threads,
+        "backend": config.backend,
+        "onnx_cache": config.onnx_cache,
+        "engine_cache": config.engine_cache,
+    }
+
+
+def scene_run_ref(rt: Runtime) -> RunRef:
+    """What every scene row of a run shares."""
+    return RunRef(rt.run_id, rt.config.variant, f"tiles {rt.config.scene_tile_size}")
+
+
+def _infer(ds: ray.data.Dataset, rt: Runtime, batch_size: int | None) -> ray.data.Dataset:
+    """The accelerator stage, identical for images and scene tiles. ``batch_size`` None hands
+    each block over as it is: blocks of images and of chunks have different columns."""
+    low, high = rt.config.concurrency
     return ds.map_batches(
         InferenceStage,
-        fn_constructor_kwargs={
-            "weights": config.weights_source,
-            "variant": config.variant,
-            "size": config.working_size,
-            "device": rt.device,
-            "dtype": rt.dtype,
-            "s3": config.s3,
-            "sha256": config.weights_sha256,
-            "batch_size": config.batch_size,
-            "compile": config.compile,
-            "compile_scope": config.compile_scope,
-            "cuda_graphs": config.cuda_graphs,
-            "tf32": config.tf32,
-            "channels_last": config.channels_last,
-            "cpu_threads": config.cpu_threads,
-            "backend": config.backend,
-            "onnx_cache": config.onnx_cache,
-            "engine_cache": config.engine_cache,
-        },
-        batch_size=config.batch_size,
+        fn_constructor_kwargs={"weights": rt.config.weights_source, **replica_options(rt)},
+        batch_size=batch_size,
         compute=ActorPoolStrategy(min_size=low, max_size=high),
         num_gpus=rt.gpus,
         num_cpus=1,
@@ -108,29 +117,49 @@ def _infer(ds: ray.data.Dataset, rt: Runtime) -> ray.data.Dataset:
     )
 
 
-def image_pipeline(sources: ray.data.Dataset, rt: Runtime) -> ray.data.Dataset:
-    """read -> prepare (CPU tasks) -> inference (actors) -> finish (CPU tasks), lazily.
-
-    ``sources`` are what the listing left to do, in blocks (`jobs.listing.SOURCES_PER_BLOCK`
-    rows at most) that set how many inputs one read task takes on."""
+def _prepared_images(sources: ray.data.Dataset, rt: Runtime) -> ray.data.Dataset:
+    """read -> prepare (CPU tasks), lazily. ``sources`` are what the listing left to do, in
+    blocks (`jobs.listing.SOURCES_PER_BLOCK` rows at most) that set how many inputs one read
+    task takes on."""
     config = rt.config
     # CPU stages are tasks (callable instances): they hold a core only while a batch runs. With
     # the same options they fuse into one task per listing block: read, decode, resize.
     read = ReadStage(config.s3, rt.done, rt.on_skipped)
     ds = sources.map_batches(read, batch_size=4, num_cpus=CPU_TASK_CPUS, **STAGE_OPTIONS)
-    ds = ds.map_batches(
-        PrepareStage(
-            config.variant,
-            config.working_size,
-            "cutout" in config.outputs,
-            config.max_image_pixels,
-            config.box_margin,
-        ),
-        batch_size=config.batch_size,
-        num_cpus=CPU_TASK_CPUS,
-        **STAGE_OPTIONS,
+    prepare = PrepareStage(
+        config.variant,
+        config.working_size,
+        "cutout" in config.outputs,
+        config.max_image_pixels,
+        config.box_margin,
     )
-    ds = _infer(ds, rt)
+    return ds.map_batches(prepare, batch_size=config.batch_size, num_cpus=CPU_TASK_CPUS, **STAGE_OPTIONS)
+
+
+def _tiled_chunks(plans: list[ScenePlan], rt: Runtime) -> ray.data.Dataset:
+    """One row per chunk still to do, scene after scene (so scenes complete one by one), read
+    and cut into tiles (CPU tasks)."""
+    config = rt.config
+    rows = [row for plan in plans for row in chunk_rows(plan)]
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
+    tiles = ChunkTileStage(config.scene_tile_size, config.tile_overlap, config.s3)
+    return ds.map_batches(tiles, batch_size=1, num_cpus=CPU_TASK_CPUS, **STAGE_OPTIONS)
+
+
+class _CommitStage:
+    """CPU: images to masks and manifest parts, chunks to blended staged cores, each block by
+    what it holds (blocks of images and of chunks travel the same stream)."""
+
+    def __init__(self, finish: FinishStage, blend: ChunkBlendStage) -> None:
+        self.finish = finish
+        self.blend = blend
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.blend(batch) if "scene_id" in batch else self.finish(batch)
+
+
+def _committed(sources: ray.data.Dataset, plans: list[ScenePlan], rt: Runtime) -> ray.data.Dataset:
+    config = rt.config
     finish = FinishStage(
         config.output,
         config.outputs,
@@ -139,51 +168,34 @@ def image_pipeline(sources: ray.data.Dataset, rt: Runtime) -> ray.data.Dataset:
         run_ref(rt.run_id, config.variant, config.working_size),
         config.box_margin,
     )
-    return ds.map_batches(
-        finish, batch_size=max(config.batch_size, 16), num_cpus=CPU_TASK_CPUS, **STAGE_OPTIONS
+    images = _prepared_images(sources, rt)
+    chunks = [plan for plan in plans if plan.todo]
+    if not chunks:
+        inferred = _infer(images, rt, config.batch_size)
+        return inferred.map_batches(
+            finish, batch_size=max(config.batch_size, 16), num_cpus=CPU_TASK_CPUS, **STAGE_OPTIONS
+        )
+    context = SceneContext(config.scene_context, config.scene_context_weight, config.s3)
+    blend = ChunkBlendStage(config.tile_overlap, config.threshold, context, config.s3)
+    # Chunks first: their tasks are short (one chunk each), so they are scheduled early and keep
+    # interleaving with the long-running read tasks of the images instead of waiting for them.
+    inferred = _infer(_tiled_chunks(chunks, rt).union(images), rt, None)
+    return inferred.map_batches(
+        _CommitStage(finish, blend), batch_size=None, num_cpus=CPU_TASK_CPUS, **STAGE_OPTIONS
     )
 
 
-def _assembled(
-    plans: list[ScenePlan], results: dict[str, list[dict]], rt: Runtime, run: RunRef
-) -> list[ManifestRow]:
-    """One manifest row per scene; a scene whose assembly task died gets an error row."""
-    config = rt.config
-    assemble = ray.remote(num_cpus=1, **STAGE_OPTIONS)(assemble_scene)
-    pending = [
-        assemble.remote(plan, results[plan.id], config.output, rt.staging, config.s3, run) for plan in plans
-    ]
-    rows = []
-    for ref, plan in zip(pending, plans, strict=True):
-        try:
-            rows.append(ray.get(ref))
-        except ray.exceptions.RayError as exc:
-            if isinstance(root_cause(exc), StorageUnavailableError):
-                raise
-            error = f"{plan.uri}: assembling the mask failed ({type(exc).__name__})"
-            rows.append(ManifestRow(input=plan.ref, run=run, error=error))
-    return rows
-
-
-def run_scenes(plans: list[ScenePlan], rt: Runtime) -> dict[str, np.ndarray]:
-    """Chunks of every scene through tiles -> the shared inference stage -> blending; then one
-    assembly task per scene and one manifest row each. Returns the status rows."""
-    config = rt.config
-    rows = [row for plan in plans for row in chunk_rows(plan)]
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
-    ds = ds.map_batches(
-        ChunkTileStage(config.scene_tile_size, config.tile_overlap, config.s3), batch_size=1, **STAGE_OPTIONS
-    )
-    ds = _infer(ds, rt)
-    ds = ds.map_batches(
-        ChunkBlendStage(rt.staging, config.tile_overlap, config.threshold, config.s3),
-        batch_size=1,
-        **STAGE_OPTIONS,
-    )
-    results: dict[str, list[dict]] = {plan.id: [] for plan in plans}
-    for row in ds.iter_rows():
-        results[row["scene_id"]].append(row)
-    run = RunRef(rt.run_id, config.variant, f"tiles {config.scene_tile_size}")
-    manifest = _assembled(plans, results, rt, run)
-    write_manifest_part(config.output, manifest, config.s3)
-    return status_columns(manifest)
+def run_pipeline(
+    sources: ray.data.Dataset, commits: SceneCommits, rt: Runtime
+) -> Iterator[dict[str, np.ndarray]]:
+    """Status columns (id, status, error) of every input this run commits, images and scenes
+    alike, as they commit. ``commits`` holds the scenes to do."""
+    yield from commits.finished()
+    stream = _committed(sources, list(commits.plans.values()), rt)
+    for batch in stream.iter_batches(batch_size=None, batch_format="numpy"):
+        if "scene_id" in batch:
+            commits.add(batch)
+        else:
+            yield batch
+        yield from commits.finished()
+    yield from commits.drain()

@@ -1,10 +1,13 @@
 """Stages of the scene path: rasters far larger than memory, segmented chunk by chunk.
 
-A scene is cut into chunks (core plus halo, `connectors.raster.plan_chunks`); each chunk is read
-through a window on a CPU worker and cut into model-sized tiles, the tiles go through the same
-`InferenceStage` as ordinary images, and a CPU worker blends them (`birefnet_core.tiling`), keeps
-the chunk's core and stages it. When every chunk of a scene is staged, `assemble_scene` streams
-them into one Cloud-Optimised GeoTIFF. No worker ever holds more than one chunk.
+A scene is cut into chunks (core plus halo, `jobs.scene_planning`); each chunk is read through a
+window on a CPU worker and cut into model-sized tiles, the tiles go through the same
+`InferenceStage` as ordinary images, and a CPU worker blends them (`birefnet_core.tiling`),
+fuses the whole-scene context when the run has one (`jobs.scene_context`), keeps the chunk's
+core and stages it with its statistics, compressed and with its overviews
+(`connectors.raster.write_chunk`). When every chunk of a scene is staged, `commit_scene` stitches
+them into one Cloud-Optimised GeoTIFF, commits the scene's manifest row and only then drops the
+staging. No worker ever holds more than one chunk.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,37 +24,33 @@ import numpy as np
 from birefnet_core.quality import mask_histogram, quality_from_histogram
 from birefnet_core.quantization import dequantize_probabilities, quantize_probabilities
 from birefnet_core.runtime import set_cpu_threads
+from birefnet_core.size import Size
 from birefnet_core.tiling import Tile, blend_tiles, plan_tiles
-from connectors.layout import OutputLayout, collision_message
-from connectors.listing import Source, item_id, output_name
-from connectors.manifest import InputRef, ManifestRow, RunRef
+from connectors.layout import OutputLayout
+from connectors.manifest import ManifestRow, RunRef, write_manifest_part
 from connectors.raster import (
     BandScaling,
     Chunk,
-    RasterInfo,
-    RasterReadError,
     assemble_mask,
-    compute_band_scaling,
     encode_nodata,
-    plan_chunks,
-    read_info,
+    read_chunk_stats,
     read_window,
-    resolve_bands,
+    remove_staging,
     write_chunk,
 )
-from connectors.storage import S3Options, StorageUnavailableError, join_uri
+from connectors.storage import S3Options, StorageUnavailableError
 
 from .batches import column_batch, rows_of
-from .segment_stages import MODEL_KEYS
+from .scene_context import SceneContext
+from .scene_planning import ScenePlan
+from .segment_stages import MODEL_KEYS, status_columns
 
 __all__ = [
+    "CHUNK_STATUS_KEYS",
     "ChunkBlendStage",
     "ChunkTileStage",
-    "ScenePlan",
-    "assemble_scene",
-    "plan_candidate",
-    "plan_scene",
-    "scene_error_row",
+    "chunk_rows",
+    "commit_scene",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,6 +59,8 @@ TILE_KEYS = (
     "scene_id",
     "uri",
     "chunk",
+    "scene_size",
+    "staging",
     "bands",
     "scaling",
     "tiles",
@@ -69,89 +69,10 @@ TILE_KEYS = (
     "error",
     "decode_seconds",
 )
+#: What a blended chunk hands the driver: small, whatever the chunk's size.
+CHUNK_STATUS_KEYS = ("scene_id", "chunk", "error", "decode_seconds", "infer_seconds", "encode_seconds",
+                     *MODEL_KEYS, "tile_count")  # fmt: skip
 MULTIPLE = 32  # BiRefNet needs tile sides divisible by 32
-
-
-@dataclass(frozen=True)
-class ScenePlan:
-    """Everything the workers need to process one scene, decided once on the driver."""
-
-    id: str
-    uri: str
-    relative_path: str
-    name: str
-    size: int
-    version: str
-    info: RasterInfo
-    bands: tuple[int, int, int]
-    scaling: BandScaling | None
-    chunks: tuple[Chunk, ...]
-
-    @property
-    def ref(self) -> InputRef:
-        return InputRef(self.id, self.uri, self.relative_path, self.size, self.version)
-
-
-def plan_scene(
-    source: Source,
-    info: RasterInfo,
-    bands: list[int] | None,
-    percentiles: tuple[float, float],
-    chunk_size: int,
-    halo: int,
-    s3: S3Options,
-) -> ScenePlan:
-    chosen = resolve_bands(bands, info.count, source.uri)
-    scaling = None if info.dtype == "uint8" else compute_band_scaling(source.uri, chosen, percentiles, s3)
-    return ScenePlan(
-        id=item_id(source.uri),
-        uri=source.uri,
-        relative_path=source.relative_path,
-        name=output_name(source),
-        size=source.size,
-        version=source.version,
-        info=info,
-        bands=tuple(chosen),  # type: ignore[arg-type]
-        scaling=scaling,
-        chunks=tuple(plan_chunks(info.height, info.width, chunk_size, halo)),
-    )
-
-
-def plan_candidate(
-    source: Source,
-    bands: list[int] | None,
-    percentiles: tuple[float, float],
-    chunk_size: int,
-    halo: int,
-    min_pixels: int,
-    s3: S3Options,
-) -> ScenePlan | str | None:
-    """A TIFF's route: a ScenePlan (GeoTIFFs, and plain TIFFs above ``min_pixels``), None for an
-    ordinary image, or the one-line error that stops this scene (and nothing else)."""
-    try:
-        info = read_info(source.uri, s3)
-    except RasterReadError as exc:
-        log.warning("%s: not readable as a raster (%s); treating it as an image", source.uri, exc)
-        return None
-    except FileNotFoundError:
-        return f"{source.uri}: not found (removed since it was listed?)"
-    if not (info.is_georeferenced or info.width * info.height > min_pixels):
-        return None
-    if not output_name(source):
-        return f"{source.uri}: {collision_message(source.relative_path)}"
-    try:
-        return plan_scene(source, info, bands, percentiles, chunk_size, halo, s3)
-    except (RasterReadError, ValueError, FileNotFoundError) as exc:
-        return f"{source.uri}: cannot read the scene ({exc})"
-
-
-def source_ref(source: Source) -> InputRef:
-    return InputRef(item_id(source.uri), source.uri, source.relative_path, source.size, source.version)
-
-
-def scene_error_row(source: Source, error: str, run: RunRef) -> ManifestRow:
-    """The manifest row of a scene that stopped before any chunk ran."""
-    return ManifestRow(input=source_ref(source), run=run, error=error)
 
 
 def _chunk_of(value: dict[str, Any]) -> Chunk:
@@ -229,42 +150,46 @@ def _tile_probabilities(row: dict[str, Any]) -> Iterator[tuple[Tile, np.ndarray]
 
 
 class ChunkBlendStage:
-    """CPU: blend a chunk's tile probabilities, keep its core, carry nodata, stage it."""
+    """CPU: blend a chunk's tile probabilities, fuse the scene's context, keep the core, carry
+    nodata, and stage it with the statistics its scene's manifest row needs."""
 
-    def __init__(self, staging_root: str, overlap: int, threshold: float | None, s3: S3Options) -> None:
-        self.staging_root = staging_root
+    def __init__(self, overlap: int, threshold: float | None, context: SceneContext, s3: S3Options) -> None:
         self.overlap = overlap
         self.threshold = threshold
+        self.context = context
         self.s3 = s3
 
-    def _blend(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _blend(self, row: dict[str, Any]) -> int:
         chunk = _chunk_of(row["chunk"])
         valid = row["valid"]
         accumulator = blend_tiles(*valid.shape, self.overlap, _tile_probabilities(row))
         y0, x0, y1, x1 = chunk.core_in_read
-        mask = quantize_probabilities(accumulator.result()[y0:y1, x0:x1], self.threshold)
+        probabilities = accumulator.result()[y0:y1, x0:x1]
+        scene = Size(*(int(v) for v in row["scene_size"]))
+        probabilities = self.context.fuse(str(row["staging"]), scene, chunk.core, probabilities)
         core_valid = valid[y0:y1, x0:x1]
-        mask = encode_nodata(mask, core_valid)
-        write_chunk(join_uri(self.staging_root, row["scene_id"]), chunk, mask, self.s3)
+        mask = encode_nodata(quantize_probabilities(probabilities, self.threshold), core_valid)
         seam_sum, seam_pairs = accumulator.seam_totals()
         histogram = mask_histogram(mask[core_valid]) if core_valid.any() else np.zeros(256, np.int64)
-        return {
-            "seam_sum": seam_sum,
-            "seam_pairs": seam_pairs,
-            "histogram": histogram,
-            "tile_count": len(row["tiles"]),
+        stats = {
+            "histogram": json.dumps([int(v) for v in histogram]),
+            "seam_sum": repr(float(seam_sum)),
+            "seam_pairs": str(int(seam_pairs)),
+            "tile_count": str(len(row["tiles"])),
+            **{key: str(row[key]) for key in MODEL_KEYS},
         }
+        write_chunk(str(row["staging"]), chunk, mask, self.s3, stats)
+        return len(row["tiles"])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         set_cpu_threads(1)  # one core per CPU task; see birefnet_core.runtime
         out = []
         for row in rows_of(batch):
             started = time.perf_counter()
-            result = {"seam_sum": 0.0, "seam_pairs": 0, "histogram": np.zeros(256, np.int64), "tile_count": 0}
-            error = str(row["error"])
+            tile_count, error = 0, str(row["error"])
             if not error:
                 try:
-                    result = self._blend(row)
+                    tile_count = self._blend(row)
                 except StorageUnavailableError:
                     raise  # the store, not this input: the job stops and a re-run resumes
                 except Exception as exc:
@@ -278,59 +203,72 @@ class ChunkBlendStage:
                     "infer_seconds": float(row["infer_seconds"]),
                     "encode_seconds": time.perf_counter() - started,
                     **{key: row[key] for key in MODEL_KEYS},
-                    **result,
+                    "tile_count": tile_count,
                 }
             )
-        keys = ("scene_id", "chunk", "error", "decode_seconds", "infer_seconds", "encode_seconds",
-                *MODEL_KEYS, "seam_sum", "seam_pairs", "histogram", "tile_count")  # fmt: skip
-        return column_batch(out, keys)
+        return column_batch(out, CHUNK_STATUS_KEYS)
 
 
 def chunk_rows(plan: ScenePlan) -> list[dict[str, Any]]:
-    """One pipeline row per chunk; plain dicts so Ray can carry them."""
+    """One pipeline row per chunk still to segment; plain dicts so Ray can carry them."""
     scaling = _scaling_text(plan.scaling)
     return [
         {
             "scene_id": plan.id,
             "uri": plan.uri,
             "chunk": dataclasses.asdict(chunk),
+            "scene_size": [plan.info.height, plan.info.width],
+            "staging": plan.staging,
             "bands": list(plan.bands),
             "scaling": scaling,
             "error": "",
         }
-        for chunk in plan.chunks
+        for chunk in plan.todo
     ]
 
 
-def assemble_scene(
-    plan: ScenePlan,
-    chunk_results: list[dict[str, Any]],
-    output: str,
-    staging_root: str,
-    s3: S3Options,
-    run: RunRef,
+def _sum_stats(plan: ScenePlan, s3: S3Options) -> dict[str, Any]:
+    """The scene's statistics from its staged chunks: this run's and those reused."""
+    histogram = np.zeros(256, np.int64)
+    seam_sum, seam_pairs, tiles = 0.0, 0, 0
+    model: dict[str, str] = {}
+    for chunk in plan.chunks:
+        stats = read_chunk_stats(plan.staging, chunk, s3)
+        histogram += np.asarray(json.loads(stats["histogram"]), np.int64)
+        seam_sum += float(stats["seam_sum"])
+        seam_pairs += int(stats["seam_pairs"])
+        tiles += int(stats["tile_count"])
+        model = model or {key: stats[key] for key in MODEL_KEYS if key in stats}
+    return {
+        **(quality_from_histogram(histogram).as_dict() if histogram.sum() else {}),
+        "seam_disagreement": seam_sum / seam_pairs if seam_pairs else 0.0,
+        "tile_count": tiles,
+        **model,
+    }
+
+
+def _scene_row(
+    plan: ScenePlan, results: list[dict[str, Any]], output: str, s3: S3Options, run: RunRef
 ) -> ManifestRow:
-    """Stream the staged chunks into the scene's COG and summarise the scene as one manifest row."""
-    errors = [r["error"] for r in chunk_results if r["error"]]
+    """Stitch the staged chunks into the scene's COG; the scene's manifest row either way."""
+    errors = [str(r["error"]) for r in results if r["error"]]
+    if len(errors) > 1:
+        errors = [f"{errors[0]} (and {len(errors) - 1} more chunks)"]
+    if not errors and len(results) < len(plan.todo):
+        errors.append(f"{plan.uri}: {len(plan.todo) - len(results)} chunks never came back")
     started = time.perf_counter()
     written: dict[str, Any] = {}
-    if not errors and len(chunk_results) == len(plan.chunks):
+    if not errors:
         try:
             destination = OutputLayout(output).scene_mask(plan.name)
-            assemble_mask(destination, plan.info, plan.chunks, join_uri(staging_root, plan.id), s3=s3)
-            histogram = np.sum([r["histogram"] for r in chunk_results], axis=0)
-            pairs = sum(int(r["seam_pairs"]) for r in chunk_results)
-            written.update(quality_from_histogram(histogram).as_dict() if histogram.sum() else {})
-            written.update(
-                mask_uri=destination,
-                seam_disagreement=sum(r["seam_sum"] for r in chunk_results) / pairs if pairs else 0.0,
-            )
+            assemble_mask(destination, plan.info, plan.chunks, plan.staging, s3=s3, delete_staging=False)
+            written = {**_sum_stats(plan, s3), "mask_uri": destination}
         except StorageUnavailableError:
             raise  # the store, not this input: the job stops and a re-run resumes
         except Exception as exc:
             errors.append(f"{plan.uri}: assembling the mask failed ({exc})")
-    elif not errors:
-        errors.append(f"{plan.uri}: {len(plan.chunks) - len(chunk_results)} chunks never came back")
+            # A staged chunk that cannot be stitched would fail every re-run: start the scene over.
+            remove_staging(plan.staging, s3)
     return ManifestRow(
         input=plan.ref,
         run=run,
@@ -338,10 +276,26 @@ def assemble_scene(
         width=plan.info.width,
         height=plan.info.height,
         chunk_count=len(plan.chunks),
-        tile_count=int(sum(r["tile_count"] for r in chunk_results)),
-        decode_seconds=sum(r["decode_seconds"] for r in chunk_results),
-        infer_seconds=sum(r["infer_seconds"] for r in chunk_results),
+        decode_seconds=sum(float(r["decode_seconds"]) for r in results),
+        infer_seconds=sum(float(r["infer_seconds"]) for r in results),
         encode_seconds=time.perf_counter() - started,
-        **({k: chunk_results[0][k] for k in MODEL_KEYS} if chunk_results else {}),
-        **written,
+        **{**({k: results[0][k] for k in MODEL_KEYS} if results else {}), **written},
     )
+
+
+def commit_scene(
+    plan: ScenePlan, results: list[dict[str, Any]], output: str, s3: S3Options, run: RunRef
+) -> dict[str, np.ndarray]:
+    """Assemble one scene and commit its manifest row; drop its staging once the row is safe.
+
+    ``results`` are this run's status rows of the scene's `todo` chunks (reused chunks have
+    none). Until the row is committed the staging stays, so a run killed in between re-assembles
+    from it without segmenting anything. Returns the status columns the driver counts."""
+    row = _scene_row(plan, results, output, s3, run)
+    write_manifest_part(output, [row], s3)
+    if row.error is None:
+        try:
+            remove_staging(plan.staging, s3)
+        except Exception as exc:  # committed already; the sweep removes what is left by age
+            log.warning("%s: could not remove its staged chunks (%s)", plan.uri, exc)
+    return status_columns([row])

@@ -1,8 +1,9 @@
 """`python -m jobs.segment`: segment an image archive with BiRefNet on Ray.
 
-Lists the inputs on the cluster, skips what earlier runs finished, and runs the image and scene
-pipelines (`jobs.pipelines`). Runs on an embedded local Ray, or joins the cluster given by
---ray-address / RAY_ADDRESS (as inside `ray job submit`). Every run ends by writing
+Lists the inputs on the cluster, skips what earlier runs finished, plans the scenes (reusing the
+chunks an interrupted run staged) and runs images and scenes in one stream (`jobs.pipelines`).
+Runs on an embedded local Ray, or joins the cluster given by --ray-address / RAY_ADDRESS (as
+inside `ray job submit`). Every run ends by writing
 `runs/<run_id>/summary.json`; the exit code says how it ended (`jobs.errors`).
 """
 
@@ -26,15 +27,25 @@ from birefnet_core.weights import RANDOM_WEIGHTS, WeightsNotFoundError, resolve_
 from connectors.layout import OutputLayout, RunFiles
 from connectors.listing import Source, sources_table
 from connectors.manifest import DoneIndex, ManifestRow, compact_manifest, write_manifest_part
-from connectors.storage import S3Options, exists, remove_interrupted_writes, write_bytes_atomic
+from connectors.staging import sweep_staging
+from connectors.storage import (
+    S3Options,
+    exists,
+    file_info,
+    remove_interrupted_writes,
+    version_tag,
+    write_bytes_atomic,
+)
 
 from .cli import Command
 from .config import SegmentConfig
 from .errors import EXIT_FAILURES, EXIT_JOB_ERROR, EXIT_OK, one_line, traceback_text
 from .listing import list_inputs
-from .pipelines import Runtime, image_pipeline, run_scenes
+from .pipelines import Runtime, replica_options, run_pipeline, scene_run_ref
 from .ray_startup import STAGE_OPTIONS, Needs, choose_device, ensure_resources, start_ray
-from .scene_stages import ScenePlan, plan_candidate, scene_error_row
+from .scene_commits import SceneCommits
+from .scene_context import stage_contexts
+from .scene_planning import ScenePlan, SceneSettings, plan_candidate, scene_error_row
 from .segment_stages import run_ref, status_columns
 
 __all__ = ["COMMAND", "RunSummary", "main", "run"]
@@ -60,6 +71,8 @@ class RunSummary:
     exit_code: int | None = None
     job_error: str | None = None
     driver_peak_rss_mb: float = 0.0
+    scene_chunks_reused: int = 0
+    scene_chunks_inferred: int = 0
 
     @property
     def inputs(self) -> int:
@@ -124,15 +137,18 @@ def _done_index(output: str, s3: S3Options, skip_existing: bool) -> DoneIndex:
     return DoneIndex.load(output, s3) if skip_existing else DoneIndex.empty()
 
 
-def _check_weights(config: SegmentConfig) -> None:
-    """Fail before starting any actor when the weights cannot be found (actors would only retry)."""
+def _check_weights(config: SegmentConfig) -> str:
+    """Fail before starting any actor when the weights cannot be found (actors would only retry).
+    Returns the weights' version (size and ETag or mtime), which keys staged scene chunks."""
     source = config.weights_source
     if source == RANDOM_WEIGHTS:
         log.warning("--weights random: masks will be meaningless; the manifest says weights_sha256='random'")
-    elif source in VARIANTS:
-        resolve_variant_file(VARIANTS[source])
-    elif not exists(source, config.s3):
+        return RANDOM_WEIGHTS
+    path = resolve_variant_file(VARIANTS[source]) if source in VARIANTS else source
+    if path is source and not exists(source, config.s3):
         raise WeightsNotFoundError(f"weights {source!r} do not exist")
+    info = file_info(path, config.s3)
+    return f"{info.get('size')}:{version_tag(info)}"
 
 
 def pipeline_needs(config: SegmentConfig, gpus_per_actor: float) -> Needs:
@@ -146,16 +162,12 @@ def pipeline_needs(config: SegmentConfig, gpus_per_actor: float) -> Needs:
 
 
 def _route_scenes(
-    candidates: list[Source], config: SegmentConfig, run_id: str
+    candidates: list[Source], config: SegmentConfig, settings: SceneSettings, run_id: str
 ) -> tuple[list[Source], list[ScenePlan], list[ManifestRow]]:
-    """(TIFFs that are plain images, scene plans, error rows of scenes that cannot be planned);
-    planned in parallel tasks, since each reads the scene's metadata."""
+    """(candidates that are plain images, scene plans, error rows of scenes that cannot be
+    planned); planned in parallel tasks, since each reads the scene's metadata."""
     plan = ray.remote(num_cpus=1, **STAGE_OPTIONS)(plan_candidate)
-    refs = [
-        plan.remote(s, config.bands, config.band_percentiles, config.chunk_size, config.scene_halo,
-                    config.scene_min_pixels, config.s3)
-        for s in candidates
-    ]  # fmt: skip
+    refs = [plan.remote(source, settings, config.s3) for source in candidates]
     images, plans, failed = [], [], []
     for source, result in zip(candidates, ray.get(refs), strict=True):
         if result is None:
@@ -174,8 +186,25 @@ def _write_json(uri: str, data: dict, config: SegmentConfig) -> None:
     write_bytes_atomic(uri, json.dumps(data, indent=2, default=str).encode(), config.s3)
 
 
-def _execute(config: SegmentConfig, files: RunFiles, summary: RunSummary) -> None:
-    """Everything between start-up and the summary: listing, skipping, both pipelines, compaction."""
+def _with_contexts(
+    plans: list[ScenePlan], config: SegmentConfig, rt: Runtime
+) -> tuple[list[ScenePlan], list[ManifestRow]]:
+    """Stage the whole-scene context of the scenes to do (--scene-context); scenes whose view
+    cannot be read become error rows."""
+    if not config.scene_context or not plans:
+        return plans, []
+    errors = stage_contexts(
+        plans, config.scene_context, config.weights_source, replica_options(rt), rt.gpus, config.s3
+    )
+    failed = [
+        ManifestRow(input=p.ref, run=scene_run_ref(rt), error=errors[p.id]) for p in plans if p.id in errors
+    ]
+    return [p for p in plans if p.id not in errors], failed
+
+
+def _execute(config: SegmentConfig, files: RunFiles, summary: RunSummary, weights_version: str) -> None:
+    """Everything between start-up and the summary: listing, skipping, the pipeline, compaction."""
+    started = time.time()
     embedded = not (config.ray_address or os.environ.get("RAY_ADDRESS"))
     device = choose_device(config.device, embedded, config.num_gpus_per_actor, config.gpu_wait_seconds)
     dtype = config.resolved_dtype(device, cpu_has_native_bf16())
@@ -183,8 +212,12 @@ def _execute(config: SegmentConfig, files: RunFiles, summary: RunSummary) -> Non
     ensure_resources(pipeline_needs(config, gpus), embedded=embedded)
     _write_json(files.config, {**config.model_dump(mode="json"), "device": device, "dtype": dtype}, config)
     # Temp files of writers killed in an earlier run; this run writes nothing until the sweep is done.
-    sweep = ray.remote(num_cpus=1, **STAGE_OPTIONS)(remove_interrupted_writes).remote(
-        config.output, time.time()
+    sweep = ray.remote(num_cpus=1, **STAGE_OPTIONS)(remove_interrupted_writes).remote(config.output, started)
+    # Staged scene chunks no run with these settings can reuse; swept before any scene is planned.
+    settings = SceneSettings.of(config, dtype, weights_version)
+    max_age = started - config.scene_staging_max_age_hours * 3600
+    stale = ray.remote(num_cpus=1, **STAGE_OPTIONS)(sweep_staging).remote(
+        settings.staging_root, settings.key, max_age, config.s3
     )
 
     # Built by a task, so it goes straight into the object store: the driver never holds it.
@@ -192,9 +225,11 @@ def _execute(config: SegmentConfig, files: RunFiles, summary: RunSummary) -> Non
     done = _SharedIndex(load.remote(config.output, config.s3, config.skip_existing))
     counter = _Counter.remote()
     rt = Runtime(config, summary.run_id, device, dtype, gpus, done, _CountSkipped(counter))
-    listing = list_inputs(config.input, config.s3, done)
+    listing = list_inputs(config.input, config.s3, done, config.scene_min_bytes)
     summary.listed = listing.listed
-    as_images, plans, unplanned = _route_scenes(listing.scene_candidates, config, summary.run_id)
+    if removed := ray.get(stale):
+        log.info("removed %d stale staging folders under %s", removed, settings.staging_root)
+    as_images, plans, unplanned = _route_scenes(listing.scene_candidates, config, settings, summary.run_id)
     log.info(
         "run %s: %d inputs listed, %d done before, %d scenes to do, device %s, dtype %s",
         summary.run_id, listing.listed, listing.skipped, len(plans), device, dtype,
@@ -202,16 +237,17 @@ def _execute(config: SegmentConfig, files: RunFiles, summary: RunSummary) -> Non
 
     if removed := ray.get(sweep):  # before this run writes anything
         log.info("removed %d temp files that an interrupted run left in %s", removed, config.output)
-    if unplanned:
-        write_manifest_part(config.output, unplanned, config.s3)
-        summary.count(status_columns(unplanned))
+    plans, failed = _with_contexts(plans, config, rt)
+    if unplanned or failed:
+        write_manifest_part(config.output, unplanned + failed, config.s3)
+        summary.count(status_columns(unplanned + failed))
     sources = listing.dataset
     if as_images:
         sources = sources.union(ray.data.from_arrow(sources_table(as_images)))
-    for batch in image_pipeline(sources, rt).iter_batches(batch_size=None, batch_format="numpy"):
+    commits = SceneCommits(plans, config.output, config.s3, scene_run_ref(rt))
+    for batch in run_pipeline(sources, commits, rt):
         summary.count(batch)
-    if plans:
-        summary.count(run_scenes(plans, rt))
+    summary.scene_chunks_reused, summary.scene_chunks_inferred = commits.reused, commits.inferred
     summary.skipped = listing.skipped + ray.get(counter.value.remote())
     if config.compact_manifest:
         # On a worker: merging the manifest holds it whole, which the driver never does.
@@ -227,14 +263,14 @@ def run(config: SegmentConfig) -> RunSummary:
     the summary recording them has been written when the output is writable.
     """
     started = time.perf_counter()
-    _check_weights(config)
+    weights_version = _check_weights(config)
     start_ray(config.ray_address, config.num_cpus, config.object_store_memory)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     layout = OutputLayout(config.output)
     files = layout.run(run_id)
     summary = RunSummary(run_id=run_id, manifest=layout.manifest)
     try:
-        _execute(config, files, summary)
+        _execute(config, files, summary, weights_version)
     except BaseException as exc:
         summary.exit_code, summary.job_error = EXIT_JOB_ERROR, one_line(exc)
         trace = traceback_text(exc)

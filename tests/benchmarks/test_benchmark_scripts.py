@@ -45,3 +45,16 @@ def test_train_speed_reports_samples_per_second_per_worker_count():
     [one] = result["results"]
     assert one["workers"] == 1 and one["samples_per_second"] > 0
     assert "cores" in result["machine"]
+
+
+def test_tiling_reports_assembly_share_and_context_quality_per_scene_size():
+    result = _run(
+        "tiling.py", "--sizes", "700", "--tile", "128", "--overlap", "32", "--chunk", "256",
+        "--context-scenes", "1", "--context-size", "384",
+    )  # fmt: skip
+    [run] = result["runs"]
+    assert run["status"] == "ok" and run["chunks"] == 9
+    assert 0 < run["assembly_share"] < 1 and run["seconds_per_megapixel"] > 0 and run["peak_rss_mb"] > 0
+    for key in ("without_context", "with_context"):
+        assert 0 < result["context"][key]["S"] <= 1 and 0 <= result["context"][key]["MAE"] <= 1
+    assert "cores" in result["machine"]

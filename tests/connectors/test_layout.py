@@ -33,7 +33,7 @@ def test_layout_gives_absolute_uris_under_the_root():
         "s3://bucket/out/runs/r1/config.json",
         "s3://bucket/out/runs/r1/summary.json",
     )
-    assert files.scene_staging("abc") == "s3://bucket/out/runs/r1/staging/abc"
+    assert layout.staging == "s3://bucket/out/staging", "staged chunks outlive runs: not under runs/"
     with pytest.raises(ValueError, match="escapes"):
         layout.mask("../../etc/passwd")
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.listing import item_id
 from connectors.manifest import latest_rows, read_manifest
 from connectors.storage import S3Options
 from connectors.synthetic import encode_image, object_scene
@@ -204,3 +205,159 @@ def test_an_outage_longer_than_the_retry_window_is_exit_2_and_a_rerun_completes(
     proc = _start(args, env, log)
     assert _finish(proc, marker, log) == EXIT_OK
     _check_complete(f"s3://{bucket}/results", s3)
+
+
+# --- scenes beside photos -----------------------------------------------------------------------
+
+#: Scenes of different sizes, bands, dtypes and CRSs: (width, height, bands, dtype, crs).
+SCENES = {
+    "scenes/utm16.tif": (300, 260, 4, "uint16", "EPSG:32633"),
+    "scenes/wgs84.tif": (260, 200, 1, "uint8", "EPSG:4326"),
+    "scenes/mercator.tif": (200, 330, 3, "float32", "EPSG:3857"),
+}
+SCENE_FLAGS = ["--tile-size", "64", "--tile-overlap", "16", "--chunk-size", "96"]
+SCENE_CHUNKS = {name: -(-w // 96) * -(-h // 96) for name, (w, h, *_) in SCENES.items()}
+
+
+def _write_scenes(src: Path) -> None:
+    from tests.support.geotiff_scenes import make_geotiff
+
+    for i, (name, (width, height, bands, dtype, crs)) in enumerate(SCENES.items()):
+        pixel = (0.0001, 0.0001) if crs == "EPSG:4326" else (10.0, 10.0)
+        origin = (12.0, 48.0) if crs == "EPSG:4326" else (500000.0, 5200000.0)
+        make_geotiff(
+            src / name, width, height, bands, dtype, crs=crs, seed=i, pixel_size=pixel, origin=origin
+        )
+
+
+def _rows(out: str, s3: S3Options | None = None) -> list[dict]:
+    try:
+        return read_manifest(out, s3).to_pylist()
+    except FileNotFoundError:
+        return []
+
+
+def _summaries(out: Path) -> list[dict]:
+    import json
+
+    files = sorted(out.glob("runs/*/summary.json"))
+    return [json.loads(f.read_text()) for f in files]
+
+
+def _scene_masks(out: Path) -> list[Path]:
+    return list((out / "masks" / "scenes").glob("*.tif")) if (out / "masks" / "scenes").is_dir() else []
+
+
+def _staged(out: Path) -> list[Path]:
+    return list((out / "staging").rglob("*.tif")) if (out / "staging").is_dir() else []
+
+
+def test_scene_work_survives_driver_kills_mid_scene_and_at_the_first_scene_mask(tmp_path):
+    src, out, log = _local_input(tmp_path), tmp_path / "out", tmp_path / "job.log"
+    _write_scenes(src)
+    args = ["--input", str(src), "--output", str(out), *SCENE_FLAGS]
+    scene_ids = {item_id(str(src / name)) for name in SCENES}
+
+    # 1. Killed mid-scene: chunks staged, no scene committed yet.
+    env, marker = _env()
+    proc = _start(args, env, log)
+    try:
+        _wait(lambda: len(_staged(out)) >= 2, 180, "the first staged chunks")
+        photos_at_first_chunks = sum(1 for r in _rows(str(out)) if r["id"] not in scene_ids)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        _finish(proc, marker, log)
+    assert photos_at_first_chunks < PHOTOS, "scene chunks must not wait for every photo (one stream)"
+    staged_after_first = len(_staged(out))
+    assert staged_after_first >= 2
+    assert not {r["id"] for r in _rows(str(out)) if r["id"] in scene_ids}, "killed before any scene commit"
+
+    # 2. Killed as soon as the first scene mask exists.
+    env, marker = _env()
+    proc = _start(args, env, log)
+    try:
+        _wait(lambda: bool(_scene_masks(out)), 180, "the first scene mask")
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        _finish(proc, marker, log)
+    before = _rows(str(out))
+    staged_before_rerun = len(_staged(out))
+    assert staged_before_rerun > 0, "the second kill must leave staged chunks to reuse"
+
+    # 3. The re-run finishes the union and redoes nothing committed.
+    env, marker = _env()
+    proc = _start(args, env, log)
+    assert _finish(proc, marker, log) == EXIT_OK
+    latest = latest_rows(read_manifest(str(out))).to_pylist()
+    assert {r["status"] for r in latest} == {"ok"} and len(latest) == PHOTOS + len(SCENES)
+    rows = _rows(str(out))
+    for scene in scene_ids:
+        assert [r["status"] for r in rows if r["id"] == scene] == ["ok"], "every scene ok exactly once"
+    committed_before = {r["id"] for r in before}
+    redone = [r for r in rows if r["id"] in committed_before and r["run_id"] != r_run(before, r["id"])]
+    assert not redone, "nothing committed is redone"
+    [summary] = _summaries(out)  # killed runs write none
+    assert summary["scene_chunks_reused"] == staged_before_rerun, "every staged chunk is reused"
+    remaining = sum(SCENE_CHUNKS[n] for n in SCENES if item_id(str(src / n)) not in committed_before)
+    assert summary["scene_chunks_inferred"] + summary["scene_chunks_reused"] == remaining
+    assert not _staged(out), "committed scenes leave no staging"
+    _no_leftovers_but_scenes(out)
+
+
+def r_run(rows: list[dict], input_id: str) -> str:
+    return next(r["run_id"] for r in rows if r["id"] == input_id)
+
+
+def _no_leftovers_but_scenes(out: Path) -> None:
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.name.startswith(".") or p.name.endswith(".tmp")], "temporary files left"
+    assert sorted(p.relative_to(out / "masks").as_posix() for p in _scene_masks(out)) == sorted(
+        Path(name).with_suffix(".tif").as_posix() for name in SCENES
+    )
+
+
+def test_the_store_stopping_during_a_scene_assembly_is_exit_2_and_a_rerun_completes(
+    restartable_s3_server, tmp_path
+):
+    seaweed = restartable_s3_server
+    bucket = seaweed.server.create_bucket()
+    local = tmp_path / "scenes_src"
+    _write_scenes(local)
+    fs = seaweed.server.filesystem()
+    for name in SCENES:
+        fs.put_file(str(local / name), f"{bucket}/photos/{name}")
+    args, env, marker, s3 = _s3_job(seaweed, bucket, ["--s3-retry-seconds", "8", *SCENE_FLAGS])
+    first = min(SCENE_CHUNKS.values())
+
+    def a_scene_fully_staged() -> bool:
+        try:
+            found = fs.find(f"{bucket}/results/staging")
+        except FileNotFoundError:
+            return False
+        per_scene: dict[str, int] = {}
+        for key in found:
+            if key.endswith(".tif"):
+                folder = key.rsplit("/", 1)[0]
+                per_scene[folder] = per_scene.get(folder, 0) + 1
+        fs.invalidate_cache()
+        return any(count >= first for count in per_scene.values())
+
+    log = tmp_path / "job.log"
+    proc = _start(args, env, log)
+    try:
+        _wait(a_scene_fully_staged, 240, "a scene's last chunk staged (its assembly starting)")
+        seaweed.stop()
+        code = proc.wait(timeout=180)
+    finally:
+        _finish(proc, marker, log)
+        if not seaweed.is_running:
+            seaweed.start()
+    assert code == EXIT_JOB_ERROR
+    errors = [line for line in log.read_text().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "unreachable" in errors[0], log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()
+
+    proc = _start(args, env, log)
+    assert _finish(proc, marker, log) == EXIT_OK
+    latest = latest_rows(read_manifest(f"s3://{bucket}/results", s3)).to_pylist()
+    assert len(latest) == PHOTOS + len(SCENES) and {r["status"] for r in latest} == {"ok"}

@@ -12,11 +12,19 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
+import rasterio
 
 from connectors.manifest import latest_rows, read_manifest
 from jobs.errors import EXIT_JOB_ERROR, EXIT_OK
 from jobs.segment import main
-from tests.support.production_corpus import BAD, FLAGS, GOOD_IMAGES, GOOD_SCENES, write_production_corpus
+from tests.support.production_corpus import (
+    BAD,
+    DRONE_WORLD,
+    FLAGS,
+    GOOD_IMAGES,
+    GOOD_SCENES,
+    write_production_corpus,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,7 +56,7 @@ def test_every_kind_of_input_in_one_run_gets_its_own_row(mixed_run):
 
 
 def test_scenes_of_every_layout_become_georeferenced_masks(mixed_run):
-    _, out, _ = mixed_run
+    src, out, _ = mixed_run
     rows = _latest(out)
     for name in GOOD_SCENES:
         row = rows[name]
@@ -56,6 +64,21 @@ def test_scenes_of_every_layout_become_georeferenced_masks(mixed_run):
             out / Path(name).with_suffix(".tif").as_posix().replace("scenes", "masks/scenes")
         )
         assert Path(row["mask_uri"]).is_file() and row["chunk_count"] >= 2 and row["tile_count"] >= 2
+    crs = {}
+    for name in GOOD_SCENES:
+        with rasterio.open(src / name) as scene, rasterio.open(rows[name]["mask_uri"]) as mask:
+            assert (mask.width, mask.height, mask.crs, mask.transform) == (
+                scene.width,
+                scene.height,
+                scene.crs,
+                scene.transform,
+            )
+            crs[name] = mask.crs.to_epsg() if mask.crs else None
+    assert crs["scenes/rgb8.tif"] == crs["scenes/mosaic.vrt"] == 4326 and crs["scenes/two_band.tif"] == 3857
+    assert crs["scenes/rgbn16_nodata.tif"] == 32633 and crs["scenes/ortho.png"] is None
+    with rasterio.open(rows["scenes/drone.jpg"]["mask_uri"]) as mask:
+        world = mask.transform * (0.5, 0.5)  # a world file names the centre of the first pixel
+        assert (mask.transform.a, mask.transform.e, *world) == (0.5, -0.5, DRONE_WORLD[4], DRONE_WORLD[5])
 
 
 def test_colliding_names_both_survive(mixed_run):
@@ -71,7 +94,10 @@ def test_nothing_half_written_and_every_uri_absolute(mixed_run):
     _, out, _ = mixed_run
     written = [p for p in out.rglob("*") if p.is_file()]
     assert not [p for p in written if p.name.startswith(".") or p.suffix == ".tmp"]
-    assert not list((out / "runs").glob("*/staging/*")), "scene staging left behind"
+    staged = {p.parent.name.rsplit("-", 1)[0] for p in (out / "staging").rglob("*.tif")}
+    assert staged == {_latest(out)["scenes/truncated.tif"]["id"]}, (
+        "only the failed scene keeps its good chunks"
+    )
     for row in _latest(out).values():
         assert row["source_uri"].startswith("/") and (
             row["mask_uri"] is None or row["mask_uri"].startswith("/")
@@ -86,6 +112,7 @@ def test_a_run_ends_with_its_summary(mixed_run):
     assert (summary["ok"], summary["failed"]) == (len(GOOD_IMAGES) + len(GOOD_SCENES), len(BAD))
     assert summary["listed"] == len(GOOD_IMAGES) + len(GOOD_SCENES) + len(BAD)
     assert len(summary["errors"]) == len(BAD)
+    assert summary["scene_chunks_reused"] == 0 and summary["scene_chunks_inferred"] >= 2 * len(GOOD_SCENES)
 
 
 def test_a_rerun_redoes_only_the_failures(mixed_run, tmp_path, capsys):
