@@ -41,7 +41,8 @@ class SceneCommits:
     def __init__(self, plans: list[ScenePlan], output: str, s3: Any, run: RunRef) -> None:
         self.output, self.s3, self.run = output, s3, run
         self.plans = {plan.id: plan for plan in plans}
-        self.results: dict[str, list[dict[str, Any]]] = {plan.id: [] for plan in plans}
+        # Per scene, its chunks' status rows by (row, col): a retried task may report one twice.
+        self.results: dict[str, dict[tuple[int, int], dict[str, Any]]] = {plan.id: {} for plan in plans}
         self.pending: dict[ray.ObjectRef, ScenePlan] = {}
         self.reused = sum(len(plan.chunks) - len(plan.todo) for plan in plans)
         self.inferred = 0
@@ -51,7 +52,7 @@ class SceneCommits:
                 self._start(plan)
 
     def _start(self, plan: ScenePlan) -> None:
-        results = self.results.pop(plan.id)
+        results = list(self.results.pop(plan.id).values())
         ref = self._commit.remote(plan, results, self.output, self.s3, self.run)
         self.pending[ref] = plan
 
@@ -59,8 +60,11 @@ class SceneCommits:
         """Take a batch of chunk status rows; start the commit of every scene now complete."""
         for row in rows_of(batch):
             scene = str(row["scene_id"])
-            self.results[scene].append(row)
-            self.inferred += not row["error"]
+            if scene not in self.results:
+                continue  # a retried task's repeat of a chunk whose scene is committing already
+            chunk = (int(row["chunk"]["row"]), int(row["chunk"]["col"]))
+            self.inferred += chunk not in self.results[scene] and not row["error"]
+            self.results[scene][chunk] = row
             if len(self.results[scene]) == len(self.plans[scene].todo):
                 self._start(self.plans[scene])
 
