@@ -42,6 +42,7 @@ __all__ = [
     "CPU_TASK_CPUS",
     "INFERENCE_ACTOR_MEMORY",
     "Runtime",
+    "pipeline_dataset",
     "replica_options",
     "run_pipeline",
     "scene_run_ref",
@@ -158,7 +159,9 @@ class _CommitStage:
         return self.blend(batch) if "scene_id" in batch else self.finish(batch)
 
 
-def _committed(sources: ray.data.Dataset, plans: list[ScenePlan], rt: Runtime) -> ray.data.Dataset:
+def pipeline_dataset(sources: ray.data.Dataset, plans: list[ScenePlan], rt: Runtime) -> ray.data.Dataset:
+    """The run's lazy dataset: images and the chunks still to do of ``plans``, through one actor
+    pool, to status rows (images: id, status, error; chunks: `CHUNK_STATUS_KEYS`)."""
     config = rt.config
     finish = FinishStage(
         config.output,
@@ -191,7 +194,7 @@ def run_pipeline(
     """Status columns (id, status, error) of every input this run commits, images and scenes
     alike, as they commit. ``commits`` holds the scenes to do."""
     yield from commits.finished()
-    stream = _committed(sources, list(commits.plans.values()), rt)
+    stream = pipeline_dataset(sources, list(commits.plans.values()), rt)
     for batch in stream.iter_batches(batch_size=None, batch_format="numpy"):
         if "scene_id" in batch:
             commits.add(batch)

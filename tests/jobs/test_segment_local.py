@@ -10,10 +10,12 @@ from connectors.listing import list_sources, sources_table
 from connectors.manifest import DoneIndex, read_manifest
 from jobs.cli import build_config
 from jobs.config import SegmentConfig
-from jobs.pipelines import Runtime, image_pipeline
+from jobs.pipelines import Runtime, pipeline_dataset
 from jobs.ray_startup import STAGE_OPTIONS
 from jobs.segment import main, run
+from tests.support.geotiff_scenes import make_geotiff
 from tests.support.job_corpus import BAD, BOMB_LIMIT, GOOD, SMOKE_FLAGS, expected_size, write_corpus
+from tests.support.scene_harness import plan_of, settings
 
 
 def _listed(config):
@@ -160,14 +162,22 @@ def test_png_outputs_decode(first_run):
     assert low < high, "a constant mask: the PNG holds no prediction"
 
 
-def test_decoding_and_encoding_never_run_inside_the_inference_actors(embedded_ray, tmp_path, capsys):
+@pytest.mark.parametrize("with_scenes", [False, True])
+def test_decoding_and_encoding_never_run_inside_the_inference_actors(
+    embedded_ray, tmp_path, capsys, with_scenes
+):
     write_corpus(tmp_path / "in")
     config = _config(tmp_path / "in", tmp_path / "out")
-    ds = image_pipeline(_listed(config), Runtime(config, "explain", "cpu", "float32", 0.0, DoneIndex.empty))
-    ds.explain()
+    plans = []
+    if with_scenes:  # scene chunks join the images' stream before the one pool of actors
+        scene = make_geotiff(tmp_path / "scene.tif", 300, 200, 3)
+        plans = [plan_of(scene, settings(str(tmp_path / "staging"), 128, 16))]
+    runtime = Runtime(config, "explain", "cpu", "float32", 0.0, DoneIndex.empty)
+    pipeline_dataset(_listed(config), plans, runtime).explain()
     optimized = capsys.readouterr().out.split("Physical Plan (Optimized)")[1]
     actors = [line for line in optimized.splitlines() if "ActorPoolMapOperator" in line]
-    assert actors and all(line.strip().endswith("[MapBatches(InferenceStage)]") for line in actors), optimized
+    assert len(actors) == 1 and actors[0].strip().endswith("[MapBatches(InferenceStage)]"), optimized
+    assert ("Union" in optimized) == with_scenes, optimized
 
 
 def test_every_stage_starts_its_workers_with_the_allocator_settings(embedded_ray, tmp_path):
@@ -177,7 +187,7 @@ def test_every_stage_starts_its_workers_with_the_allocator_settings(embedded_ray
 
     write_corpus(tmp_path / "in")
     config = _config(tmp_path / "in", tmp_path / "out")
-    ds = image_pipeline(_listed(config), Runtime(config, "env", "cpu", "float32", 0.0, DoneIndex.empty))
+    ds = pipeline_dataset(_listed(config), [], Runtime(config, "env", "cpu", "float32", 0.0, DoneIndex.empty))
     stages, pending = [], [ds._logical_plan.dag]
     while pending:
         op = pending.pop()
