@@ -33,7 +33,6 @@ from connectors.raster import (
     Chunk,
     assemble_mask,
     encode_nodata,
-    read_chunk_stats,
     read_window,
     remove_staging,
     write_chunk,
@@ -227,13 +226,13 @@ def chunk_rows(plan: ScenePlan) -> list[dict[str, Any]]:
     ]
 
 
-def _sum_stats(plan: ScenePlan, s3: S3Options) -> dict[str, Any]:
-    """The scene's statistics from its staged chunks: this run's and those reused."""
+def _sum_stats(plan: ScenePlan, staged: dict[Chunk, dict[str, str]]) -> dict[str, Any]:
+    """The scene's statistics from its staged chunks' stats: this run's and those reused."""
     histogram = np.zeros(256, np.int64)
     seam_sum, seam_pairs, tiles = 0.0, 0, 0
     model: dict[str, str] = {}
     for chunk in plan.chunks:
-        stats = read_chunk_stats(plan.staging, chunk, s3)
+        stats = staged[chunk]
         histogram += np.asarray(json.loads(stats["histogram"]), np.int64)
         seam_sum += float(stats["seam_sum"])
         seam_pairs += int(stats["seam_pairs"])
@@ -261,8 +260,10 @@ def _scene_row(
     if not errors:
         try:
             destination = OutputLayout(output).scene_mask(plan.name)
-            assemble_mask(destination, plan.info, plan.chunks, plan.staging, s3=s3, delete_staging=False)
-            written = {**_sum_stats(plan, s3), "mask_uri": destination}
+            staged = assemble_mask(
+                destination, plan.info, plan.chunks, plan.staging, s3=s3, delete_staging=False
+            )
+            written = {**_sum_stats(plan, staged), "mask_uri": destination}
         except StorageUnavailableError:
             raise  # the store, not this input: the job stops and a re-run resumes
         except Exception as exc:

@@ -193,19 +193,21 @@ def read_chunk(staging_root: str, chunk: Chunk, s3: S3Options | None = None) -> 
     raise RasterReadError(f"{uri}: staged {dtype} {shape} does not match core {chunk.core}")
 
 
+def _decoded_stats(dataset: Any, uri: str) -> dict[str, str]:
+    """The stats of an open staged chunk (stored as JSON strings; see ``write_chunk``)."""
+    try:
+        stats = {key: json.loads(value) for key, value in dataset.tags(ns=STATS_NAMESPACE).items()}
+    except json.JSONDecodeError as exc:
+        raise RasterReadError(f"{uri}: staged stats are not JSON strings ({exc})") from exc
+    if not all(isinstance(value, str) for value in stats.values()):
+        raise RasterReadError(f"{uri}: staged stats are not JSON strings")
+    return stats
+
+
 def read_chunk_stats(staging_root: str, chunk: Chunk, s3: S3Options | None = None) -> dict[str, str]:
     """The ``stats`` staged with ``chunk`` (empty if none); FileNotFoundError names a missing one."""
     with _open_staged(staging_root, chunk, s3) as dataset:
-        items = dataset.tags(ns=STATS_NAMESPACE)
-    try:
-        stats = {key: json.loads(value) for key, value in items.items()}
-    except json.JSONDecodeError as exc:
-        raise RasterReadError(
-            f"{chunk_uri(staging_root, chunk)}: staged stats are not JSON strings ({exc})"
-        ) from exc
-    if not all(isinstance(value, str) for value in stats.values()):
-        raise RasterReadError(f"{chunk_uri(staging_root, chunk)}: staged stats are not JSON strings")
-    return stats
+        return _decoded_stats(dataset, chunk_uri(staging_root, chunk))
 
 
 def staged_chunks(staging_root: str, s3: S3Options | None = None) -> set[tuple[int, int]]:
@@ -378,9 +380,13 @@ def _local_files(
     return local
 
 
-def _check_staged_files(staging_root: str, files: Mapping[Chunk, str], levels: int) -> None:
-    """Open every staged file's header, so a damaged one is named before GDAL starts copying."""
+def _check_staged_files(
+    staging_root: str, files: Mapping[Chunk, str], levels: int
+) -> dict[Chunk, dict[str, str]]:
+    """Open every staged file's header, so a damaged one is named before GDAL starts copying;
+    returns each chunk's stats, read while the header is open."""
     rasterio = import_rasterio()
+    stats = {}
     for chunk, path in files.items():
         uri = chunk_uri(staging_root, chunk)
         y0, x0, y1, x1 = chunk.core
@@ -390,6 +396,7 @@ def _check_staged_files(staging_root: str, files: Mapping[Chunk, str], levels: i
                 with rasterio.open(path) as dataset:
                     found = (dataset.count, dataset.height, dataset.width, dataset.dtypes[0])
                     overviews = len(dataset.overviews(1))
+                    stats[chunk] = _decoded_stats(dataset, uri)
         except rasterio.errors.RasterioIOError as exc:
             raise RasterReadError(f"{uri}: staged chunk is not a readable TIFF ({exc})") from exc
         if found != (1, *staged_shape(y1 - y0, x1 - x0), "uint8") or overviews < levels:
@@ -397,6 +404,7 @@ def _check_staged_files(staging_root: str, files: Mapping[Chunk, str], levels: i
                 f"{uri}: staged {found} with {overviews} overviews does not match core {chunk.core} "
                 f"(needs {levels} overviews)"
             )
+    return stats
 
 
 def assemble_mask(
@@ -408,8 +416,9 @@ def assemble_mask(
     s3: S3Options | None = None,
     delete_staging: bool = True,
     threads: int | str = "ALL_CPUS",
-) -> None:
-    """Stitch every staged chunk core into the COG at ``destination``, then delete the staging.
+) -> dict[Chunk, dict[str, str]]:
+    """Stitch every staged chunk core into the COG at ``destination``, then delete the staging;
+    returns each chunk's staged stats (as ``read_chunk_stats``, without reading the files again).
 
     The chunks are mosaicked by a VRT (``build_mosaic_vrt``), local staging in place and remote
     staging downloaded to a private temp dir first (in parallel); GDAL's COG driver copies it with
@@ -434,7 +443,7 @@ def assemble_mask(
     workdir = tempfile.mkdtemp(prefix="mask-")
     try:
         files = _local_files(staging_root, chunks, s3, workdir)
-        _check_staged_files(staging_root, files, needed if stitched else 0)
+        stats = _check_staged_files(staging_root, files, needed if stitched else 0)
         mosaic = build_mosaic_vrt(workdir, info, files, nodata, stitched)
         options = {**COG_OPTIONS, "NUM_THREADS": str(threads)}
         options["OVERVIEWS"] = "FORCE_USE_EXISTING" if stitched else "IGNORE_EXISTING"
@@ -451,3 +460,4 @@ def assemble_mask(
     )
     if delete_staging:
         remove_staging(staging_root, s3)
+    return stats

@@ -125,6 +125,15 @@ def test_stats_round_trip(tmp_path: Path) -> None:
     stats = {"histogram": "[0, 3, 5]", "seam_sum": "12.5", "weights_source": "", "note": "ü = <&>\nx"}
     write_chunk(staging, chunk, np.full((100, 100), 9, np.uint8), stats=stats)
     assert read_chunk_stats(staging, chunk) == stats
+    info = RasterInfo(
+        612, 100, 1, ("uint8",), None, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), None, False, ((100, 612),)
+    )
+    left = Chunk(0, 0, (0, 0, 100, 512), (0, 0, 100, 624))
+    write_chunk(staging, left, np.full((100, 512), 7, np.uint8), stats={"seam_sum": "1.0"})
+    staged = assemble_mask(str(tmp_path / "mask.tif"), info, [left, chunk], staging, delete_staging=False)
+    assert staged == {left: {"seam_sum": "1.0"}, chunk: stats}, (
+        "assembly hands back what read_chunk_stats reads"
+    )
     write_chunk(staging, chunk, np.full((100, 100), 9, np.uint8))
     assert read_chunk_stats(staging, chunk) == {}
     for bad in ({"a=b": "1"}, {"": "1"}, {"n": 1}):
