@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 __all__ = ["ALLOCATOR_ENV", "set_cpu_threads"]
 
 #: Environment for worker processes, applied at their start (it has no effect once PyTorch has
@@ -15,13 +18,17 @@ def set_cpu_threads(count: int) -> None:
     """Cap PyTorch's and OpenCV's intra-op threads in this process.
 
     CPU pipeline workers each own one core: letting every worker's resize also spawn a thread
-    per core oversubscribes the machine and burns CPU in spinning OpenMP threads. Imported here
-    so that reading ALLOCATOR_ENV does not load torch (light tasks such as listing use it).
+    per core oversubscribes the machine and burns CPU in spinning OpenMP threads. PyTorch is
+    capped only where it is loaded already, and told the count through ``OMP_NUM_THREADS`` in
+    case it loads later: importing it here would cost the scene path's workers, which never
+    run it, about a gigabyte each.
     """
     import cv2
-    import torch
 
-    if torch.get_num_threads() != count:
+    torch = sys.modules.get("torch")
+    if torch is None:
+        os.environ["OMP_NUM_THREADS"] = str(count)
+    elif torch.get_num_threads() != count:
         torch.set_num_threads(count)
     if cv2.getNumThreads() != count:
         cv2.setNumThreads(count)

@@ -84,7 +84,7 @@ class SegmentConfig(ModelOptions, StorageOptions, RayOptions):
         128, ge=0, description="Overlap of neighbouring scene tiles, blended with a Hann ramp."
     )
     chunk_size: int = Field(
-        4096, ge=64, description="Scene chunk core (px): what one worker reads and holds at a time."
+        4096, ge=64, description="Largest scene chunk core (px): what one worker reads and holds at a time."
     )
     chunk_halo: int | None = Field(
         None, ge=0, description="Context read around each chunk core; default: the tile overlap."

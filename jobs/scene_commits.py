@@ -19,12 +19,11 @@ import ray
 from connectors.manifest import ManifestRow, RunRef, write_manifest_part
 from connectors.storage import StorageUnavailableError
 
-from .batches import rows_of
+from .batches import rows_of, status_columns
 from .errors import root_cause
 from .ray_startup import STAGE_OPTIONS
 from .scene_planning import ScenePlan
 from .scene_stages import commit_scene
-from .segment_stages import status_columns
 
 __all__ = ["COMMIT_TASK_CPUS", "SceneCommits"]
 

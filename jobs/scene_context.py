@@ -26,7 +26,6 @@ from connectors.raster import RasterReadError, read_window
 from connectors.raster.windows import Window
 from connectors.storage import S3Options, exists, join_uri, read_bytes, write_bytes_atomic
 
-from .backends import load_predictor
 from .ray_startup import STAGE_OPTIONS
 from .scene_planning import ScenePlan
 
@@ -96,6 +95,8 @@ def _segment_views(
     plans: list[ScenePlan], weights: str, replica: dict[str, Any], s3: S3Options, *views: np.ndarray
 ) -> None:
     """One model replica segments every view and stages each coarse map beside its chunks."""
+    from .backends import load_predictor  # here: the blend workers that import SceneContext stay torch-free
+
     predictor, _ = load_predictor(weights, **replica)
     for plan, view in zip(plans, views, strict=True):
         stage_coarse_map(plan.staging, predictor.infer_batches(view[None], 1)[0], s3)

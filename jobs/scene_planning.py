@@ -7,14 +7,17 @@ window, when decoding it whole would be wrong or wasteful (`takes_scene_path`).
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
 
+from birefnet_core.tile_blending import axis_tile_count
 from connectors.layout import OutputLayout, collision_message
 from connectors.listing import Source, extension_of, item_id, output_name
 from connectors.manifest import InputRef, ManifestRow, RunRef
 from connectors.raster import (
+    CHUNK_PLAN,
     BandScaling,
     Chunk,
     RasterInfo,
@@ -53,6 +56,8 @@ class SceneSettings:
 
     chunk_size: int
     halo: int
+    tile_size: int
+    overlap: int
     bands: tuple[int, ...] | None
     percentiles: tuple[float, float]
     min_pixels: int
@@ -72,6 +77,7 @@ class SceneSettings:
             "tile": config.scene_tile_size,
             "overlap": config.tile_overlap,
             "chunk": config.chunk_size,
+            "chunk_plan": CHUNK_PLAN,
             "halo": config.scene_halo,
             "bands": config.bands,
             "percentiles": config.band_percentiles,
@@ -82,6 +88,8 @@ class SceneSettings:
         return cls(
             chunk_size=config.chunk_size,
             halo=config.scene_halo,
+            tile_size=config.scene_tile_size,
+            overlap=config.tile_overlap,
             bands=tuple(config.bands) if config.bands else None,
             percentiles=config.band_percentiles,
             min_pixels=config.scene_min_pixels,
@@ -125,7 +133,8 @@ def plan_scene(source: Source, info: RasterInfo, settings: SceneSettings, s3: S3
     )
     scene_id = item_id(source.uri)
     staging = scene_staging_uri(settings.staging_root, settings.key, scene_id, source.version)
-    chunks = tuple(plan_chunks(info.height, info.width, settings.chunk_size, settings.halo))
+    tiles_along = functools.partial(axis_tile_count, tile_size=settings.tile_size, overlap=settings.overlap)
+    chunks = tuple(plan_chunks(info.height, info.width, settings.chunk_size, settings.halo, tiles_along))
     planned = {(c.row, c.col) for c in chunks}
     return ScenePlan(
         id=scene_id,

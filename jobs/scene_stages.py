@@ -25,7 +25,7 @@ from birefnet_core.quality import mask_histogram, quality_from_histogram
 from birefnet_core.quantization import dequantize_probabilities, quantize_probabilities
 from birefnet_core.runtime import set_cpu_threads
 from birefnet_core.size import Size
-from birefnet_core.tiling import Tile, blend_tiles, plan_tiles
+from birefnet_core.tile_blending import Tile, blend_tiles, plan_tiles
 from connectors.layout import OutputLayout
 from connectors.manifest import ManifestRow, RunRef, write_manifest_part
 from connectors.raster import (
@@ -39,10 +39,9 @@ from connectors.raster import (
 )
 from connectors.storage import S3Options, StorageUnavailableError
 
-from .batches import column_batch, rows_of
+from .batches import MODEL_KEYS, column_batch, rows_of, status_columns
 from .scene_context import SceneContext
 from .scene_planning import ScenePlan
-from .segment_stages import MODEL_KEYS, status_columns
 
 __all__ = [
     "CHUNK_STATUS_KEYS",

@@ -37,6 +37,7 @@ from connectors.storage import (
     write_bytes_atomic,
 )
 
+from .batches import status_columns
 from .cli import Command
 from .config import SegmentConfig
 from .errors import EXIT_FAILURES, EXIT_JOB_ERROR, EXIT_OK, one_line, traceback_text
@@ -46,7 +47,7 @@ from .ray_startup import STAGE_OPTIONS, Needs, choose_device, ensure_resources, 
 from .scene_commits import SceneCommits
 from .scene_context import stage_contexts
 from .scene_planning import ScenePlan, SceneSettings, plan_candidate, scene_error_row
-from .segment_stages import run_ref, status_columns
+from .segment_stages import run_ref
 
 __all__ = ["COMMAND", "RunSummary", "main", "run"]
 

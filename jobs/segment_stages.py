@@ -30,7 +30,7 @@ from connectors.manifest import DoneIndex, InputRef, ManifestRow, RunRef, write_
 from connectors.storage import S3Options, StorageUnavailableError, write_bytes_atomic
 
 from .backends import load_predictor
-from .batches import column_batch, rows_of
+from .batches import MODEL_KEYS, NO_ERROR, column_batch, rows_of, status_columns
 from .errors import input_error
 from .image_prediction import cutout_png, prepare_encoded
 
@@ -41,7 +41,6 @@ __all__ = [
     "PrepareStage",
     "ReadStage",
     "run_ref",
-    "status_columns",
 ]
 
 #: Hands a stage the done-index when it needs it (on a cluster: from the object store).
@@ -51,12 +50,10 @@ log = logging.getLogger(__name__)
 
 RECORD_KEYS = ("id", "uri", "relative_path", "name", "version", "size", "data", "error", "box")
 PREPARED_KEYS = (*RECORD_KEYS, "pixels", "height", "width", "decode_seconds")
-MODEL_KEYS = ("weights_sha256", "weights_source", "dtype", "backend")
 INFERRED_KEYS = (*RECORD_KEYS, "probs", "height", "width", "decode_seconds", "infer_seconds", *MODEL_KEYS)
 # Ray Data turns all-None object columns into float NaN, so "absent" is spelled with empty values.
 _EMPTY_PIXELS = np.zeros((0, 0, 3), np.uint8)
 _EMPTY_PROBS = np.zeros((0, 0), np.uint8)
-NO_ERROR = ""
 NO_DATA = b""
 
 
@@ -254,14 +251,6 @@ class FinishStage:
             )
         write_manifest_part(self.output, manifest, self.s3)
         return status_columns(manifest)
-
-
-def status_columns(rows: list[ManifestRow]) -> dict[str, np.ndarray]:
-    """What a pipeline hands the driver per committed row: id, status and error ("" for none)."""
-    return column_batch(
-        [{"id": r.input.id, "status": r.status, "error": r.error or NO_ERROR} for r in rows],
-        ("id", "status", "error"),
-    )
 
 
 def run_ref(run_id: str, variant: str, size: Size | None) -> RunRef:

@@ -39,9 +39,10 @@ from connectors.raster.gdal_env import gdal_s3_options
 from connectors.raster.info import RasterInfo, read_info
 from connectors.raster.opening import RasterReadError
 from connectors.raster.window_reads import read_window
-from connectors.raster.windows import Chunk, plan_chunks
+from connectors.raster.windows import CHUNK_PLAN, Chunk, plan_chunks
 
 __all__ = [
+    "CHUNK_PLAN",
     "BandScaling",
     "Chunk",
     "MaskRasterWriter",

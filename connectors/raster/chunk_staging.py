@@ -267,7 +267,8 @@ def cog_overview_sizes(width: int, height: int, block: int = MASK_BLOCK) -> list
 def stitched_levels(chunks: Sequence[Chunk]) -> int:
     """How many overview levels (factors 2, 4, ...) every staged chunk has, aligned with the scene's blocks.
 
-    All of them when chunk sizes are multiples of 512 (see ``plan_chunks``), up to 9 at least.
+    All of them, up to 9 at least, when core edges fall on multiples of 512 (``plan_chunks`` with a
+    chunk size that is a multiple of 512).
     """
     levels = None
     for chunk in chunks:

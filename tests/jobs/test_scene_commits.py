@@ -5,10 +5,9 @@ import ray
 
 from connectors.manifest import RunRef
 from connectors.raster import Chunk, RasterInfo
-from jobs.batches import column_batch
+from jobs.batches import column_batch, status_columns
 from jobs.scene_commits import SceneCommits
 from jobs.scene_planning import ScenePlan
-from jobs.segment_stages import status_columns
 
 INFO = RasterInfo(
     200, 100, 3, ("uint8",) * 3, None, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), None, False, ((100, 200),) * 3

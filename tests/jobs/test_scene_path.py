@@ -38,7 +38,7 @@ def blur_levels(tiles: np.ndarray) -> np.ndarray:
 
 
 def _chunked(path, tmp_path, bands=None):
-    plan = plan_of(path, settings(str(tmp_path / "staging"), CHUNK, OVERLAP, bands))
+    plan = plan_of(path, settings(str(tmp_path / "staging"), CHUNK, OVERLAP, bands, TILE))
     scene = run_scene(plan, stand_in_inference(blur_levels), tmp_path / "out", TILE, OVERLAP)
     return plan, scene.row
 

@@ -30,11 +30,14 @@ MODEL_IDENTITY = {
 }
 
 
-def settings(staging_root: str, chunk: int, halo: int, bands: list[int] | None = None) -> SceneSettings:
-    """Settings as a run makes them; the key, as a run's, differs whenever they do."""
+def settings(
+    staging_root: str, chunk: int, halo: int, bands: list[int] | None = None, tile: int = 1024
+) -> SceneSettings:
+    """Settings as a run makes them (``halo`` is also the tile overlap); the key, as a run's,
+    differs whenever they do."""
     picked = tuple(bands) if bands else None
-    key = settings_key({"chunk": chunk, "halo": halo, "bands": picked})
-    return SceneSettings(chunk, halo, picked, (2.0, 98.0), 1, staging_root, key)
+    key = settings_key({"chunk": chunk, "halo": halo, "bands": picked, "tile": tile})
+    return SceneSettings(chunk, halo, tile, halo, picked, (2.0, 98.0), 1, staging_root, key)
 
 
 def plan_of(path: Path, scene_settings: SceneSettings, version: str = "v") -> ScenePlan:
