@@ -179,9 +179,10 @@ class Predictor:
         return PreparedImage(prepare_image(seen, self.size_for(*seen.shape[:2])), original, guide)
 
     def warm_up(self, batch_size: int, size: Size | None = None) -> None:
-        """Run every padded batch shape once at `size` (default: the fixed working size), so that
+        """Run every padded batch shape once at `size` (default: the fixed working size, else 1024^2), so that
         compilation, autotuning and lazy initialisation happen here and not on the first inputs."""
-        size = size or self.size or (self.variant.size if self.variant else DEFAULT_SIZE)
+        # The dynamic variant has no working size: its warm-up runs at the default one.
+        size = size or self.size or (self.variant.size if self.variant else None) or DEFAULT_SIZE
         shapes = sorted({padded_batch_size(n, batch_size) for n in range(1, batch_size + 1)})
         for count in shapes if self.pad_batches else [batch_size]:
             self.infer(np.zeros((count, size.height, size.width, 3), np.uint8))

@@ -55,6 +55,18 @@ def root_cause(exc: BaseException) -> BaseException:
 
 #: How an exception of this project's own code appears in a task's remote traceback.
 _REMOTE_ERROR = re.compile(r"^(?:connectors|jobs|birefnet_core)(?:\.\w+)+\.(\w+): (.+)$", re.MULTILINE)
+#: Any other exception line there (a model's RuntimeError, a CUDA fault): "Name: message".
+_ANY_REMOTE_ERROR = re.compile(r"^((?:\w+\.)*(\w+(?:Error|Exception))): (.+)$", re.MULTILINE)
+
+
+def _remote_line(text: str) -> str | None:
+    """The message of the project's own exception in a remote traceback, else the innermost
+    other exception that is not Ray's own wrapper, as "Name: message"."""
+    found = _REMOTE_ERROR.search(text)
+    if found:
+        return found.group(2).strip()
+    others = [m for m in _ANY_REMOTE_ERROR.finditer(text) if not m.group(1).startswith("ray")]
+    return f"{others[-1].group(2)}: {others[-1].group(3).strip()}" if others else None
 
 
 def one_line(exc: BaseException) -> str:
@@ -65,9 +77,9 @@ def one_line(exc: BaseException) -> str:
     remote traceback text, so that is where its message is taken from."""
     cause = root_cause(exc)
     if type(cause).__module__.startswith("ray"):
-        found = _REMOTE_ERROR.search(str(exc))
+        found = _remote_line(str(exc))
         if found:
-            return found.group(2).strip()
+            return found
     text = str(cause).strip().splitlines()
     message = text[0] if text else ""
     if isinstance(cause, JobError | OSError | ValueError) and message:

@@ -96,8 +96,9 @@ def replica_options(rt: Runtime) -> dict[str, Any]:
 
 
 def scene_run_ref(rt: Runtime) -> RunRef:
-    """What every scene row of a run shares."""
-    return RunRef(rt.run_id, rt.config.variant, f"tiles {rt.config.scene_tile_size}")
+    """What every scene row of a run shares; the model ran at the tile size, spelled WxH."""
+    tile = rt.config.scene_tile_size
+    return RunRef(rt.run_id, rt.config.variant, f"{tile}x{tile}")
 
 
 def _infer(ds: ray.data.Dataset, rt: Runtime, batch_size: int | None) -> ray.data.Dataset:

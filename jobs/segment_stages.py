@@ -2,7 +2,8 @@
 
 Each stage is Ray-agnostic so it can be tested on its own; `jobs.segment` wires them into a
 Ray Data pipeline. Per-input failures never raise: they become `error` rows carried to the
-manifest, and no output file is written for them.
+manifest, and no output file is written for them. A failing model or accelerator does raise:
+it is the job's problem, not the inputs'.
 """
 
 from __future__ import annotations
@@ -167,13 +168,12 @@ class InferenceStage:
             started = time.perf_counter()
             try:
                 outputs = self._infer([rows[i]["pixels"] for i in indices])
-            except StorageUnavailableError:
-                raise  # the store, not this input: the job stops and a re-run resumes
             except Exception as exc:
-                log.exception("inference failed for %d rows", len(indices))
-                for i in indices:
-                    rows[i]["error"] = f"{rows[i]['uri']}: inference failed ({exc})"
-                continue
+                # Decoded, working-size pixels are well-formed by now, so a failure here is the
+                # model's or the accelerator's: it fails this actor (Ray retries or stops the
+                # job) instead of marking a night's inputs failed. The note says what it ran on.
+                exc.add_note(f"inference of {len(indices)} rows failed, first {rows[indices[0]]['uri']}")
+                raise
             share = (time.perf_counter() - started) / len(indices)
             for i, probs in zip(indices, outputs, strict=True):
                 rows[i].update(probs=probs, infer_seconds=share)

@@ -187,6 +187,23 @@ def test_padded_batches_give_the_unpadded_results(model):
     assert seen[2:] == [1, 2, 4]
 
 
+class _Seen(Exception):
+    """Stops a forward pass once its input shape is known."""
+
+
+def test_the_dynamic_variant_warms_up_at_the_default_size_without_a_resolution(model):
+    predictor = Predictor(copy.deepcopy(model), variant=get_variant("dynamic"))
+    assert predictor.size is None
+
+    def stop(module, args):
+        raise _Seen(tuple(args[0].shape[2:]))
+
+    predictor.model.register_forward_pre_hook(stop)
+    with pytest.raises(_Seen) as seen:
+        predictor.warm_up(batch_size=2)
+    assert seen.value.args[0] == (1024, 1024)
+
+
 def _run_out_of_memory_above(predictor: Predictor, limit: int) -> list[int]:
     """Make the model (a copy of its own) raise the allocator's OutOfMemoryError above `limit`."""
     attempts: list[int] = []

@@ -25,6 +25,18 @@ def test_a_store_outage_inside_a_stage_keeps_its_message(embedded_ray):
     )
 
 
+def _model_fails(batch):
+    raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+def test_a_model_failure_inside_a_stage_is_named_with_its_message(embedded_ray):
+    import ray
+
+    with pytest.raises(Exception) as info:
+        ray.data.range(2).map_batches(_model_fails).take_all()
+    assert one_line(info.value) == "RuntimeError: CUDA error: an illegal memory access was encountered"
+
+
 @pytest.mark.parametrize(
     ("exc", "line"),
     [

@@ -122,6 +122,24 @@ def test_killing_the_inference_actor_mid_run_loses_and_repeats_nothing(tmp_path)
     _no_leftovers(out)
 
 
+def test_a_model_that_fails_on_good_batches_stops_the_job_instead_of_failing_its_inputs(tmp_path):
+    """A broken GPU or model is the job's problem: exit 2 with one line, no input marked failed;
+    an undecodable file beside the photos still gets its one error row from the CPU stages."""
+    src, out, log = _local_input(tmp_path), tmp_path / "out", tmp_path / "job.log"
+    (src / "p" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    broken_model = str(REPO / "tests" / "support" / "broken_model")
+    env, marker = _env({"BIREFNET_BROKEN_MODEL_TEST": "1", "PYTHONPATH": broken_model})
+    code = _finish(_start(["--input", str(src), "--output", str(out)], env, log), marker, log)
+    text = log.read_text()
+    assert code == EXIT_JOB_ERROR, text[-3000:]
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "illegal memory access" in errors[0], text[-3000:]
+    rows = read_manifest(str(out)).to_pylist() if (out / "manifest").exists() else []
+    assert all(
+        row["id"] == item_id(str(src / "p" / "broken.jpg")) for row in rows if row["status"] == "error"
+    )
+
+
 def test_killing_the_driver_then_rerunning_completes_the_union(tmp_path):
     src, out, log = _local_input(tmp_path), tmp_path / "out", tmp_path / "job.log"
     env, marker = _env()

@@ -102,6 +102,7 @@ def test_job_writes_a_cog_with_the_inputs_georeferencing(embedded_ray, tmp_path)
     row = read_manifest(str(out)).to_pylist()[0]
     assert row["chunk_count"] == 6 and row["tile_count"] >= 6
     assert row["width"] == 300 and row["height"] == 220 and 0 < row["seam_disagreement"] < 1
+    assert row["resolution"] == "64x64", "the working size the model ran at, WxH as the README says"
     assert not [p for p in (out / "staging").rglob("*") if p.is_file()], "staged chunks must be cleaned up"
 
 

@@ -84,7 +84,7 @@ def run_scene(
     for row in chunk_rows(plan):
         results += list(rows_of(blender(infer(tiler(column_batch([row], list(row)))))))
     blended = time.perf_counter()
-    commit_scene(plan, results, str(output), s3, RunRef("t", "stand-in", f"tiles {tile}"))
+    commit_scene(plan, results, str(output), s3, RunRef("t", "stand-in", f"{tile}x{tile}"))
     done = time.perf_counter()
     rows = [r for r in read_manifest(str(output)).to_pylist() if r["id"] == plan.id]
     newest = max(rows, key=lambda r: r["processed_at"])
