@@ -19,8 +19,13 @@ __all__ = [
     "encode_mask_png",
     "encode_png",
     "encode_probabilities_png",
+    "file_format",
     "read_header",
+    "reencode_png",
 ]
+
+#: Image files a single output may be named as, by suffix, and the format each is written in.
+FILE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 #: Refuse images above this many pixels (decompression bombs); tiled scene inputs bypass this.
 MAX_IMAGE_PIXELS = 20_000 * 20_000
@@ -137,3 +142,28 @@ def encode_mask_png(mask: np.ndarray) -> bytes:
         + _png_chunk(b"IDAT", pixels)
         + _png_chunk(b"IEND", b"")
     )
+
+
+def file_format(name: str) -> str | None:
+    """The format a file called ``name`` is written in (by its suffix), None for no image suffix."""
+    dot = name.rfind(".")
+    return FILE_FORMATS.get(name[dot:].lower()) if dot > name.rfind("/") else None
+
+
+def reencode_png(png: bytes, name: str) -> bytes:
+    """PNG bytes as the format ``name``'s suffix says (unchanged for .png); JPEG, which holds no
+    transparency, refuses an image with an alpha channel."""
+    target = file_format(name)
+    if target is None:
+        raise ValueError(f"{name}: not an image file name (use {', '.join(FILE_FORMATS)})")
+    if target == "PNG":
+        return png
+    with Image.open(io.BytesIO(png)) as image:
+        if target == "JPEG" and "A" in image.getbands():
+            raise ValueError(
+                f"{name}: JPEG holds no transparency; name a .png or .webp file, or lay it over --bgcolor"
+            )
+        buffer = io.BytesIO()
+        options = {"quality": 95} if target == "JPEG" else {"lossless": True}
+        image.save(buffer, format=target, **options)
+    return buffer.getvalue()

@@ -22,7 +22,7 @@ from birefnet_core.postprocessing import full_size_mask
 from birefnet_core.precision import cpu_has_native_bf16
 from birefnet_core.predictor import Predictor, group_by_shape
 from birefnet_core.variants import get_variant
-from connectors.images import encode_mask_png
+from connectors.images import encode_mask_png, reencode_png
 from connectors.inputs import Record, read_source
 from connectors.layout import OutputLayout
 from connectors.listing import list_sources
@@ -108,14 +108,20 @@ class _Writer:
 
     def _write(self, record: Record, prepared: PreparedInput, levels: np.ndarray) -> None:
         mask = full_size_mask(levels, prepared.size, prepared.guide)
+        single = self.config.output_file
         if "mask" in self.config.outputs:
-            write_bytes_atomic(self.layout.mask(record.name), encode_mask_png(mask), self.config.s3)
+            png = encode_mask_png(mask)
+            self._put(single or self.layout.mask(record.name), png)
         if "cutout" in self.config.outputs:
-            data = cutout_png(
+            png = cutout_png(
                 record.data or b"", record.uri, mask, self.config.refine_foreground, self.config.bgcolor
             )
-            write_bytes_atomic(self.layout.cutout(record.name), data, self.config.s3)
+            self._put(single or self.layout.cutout(record.name), png)
         self.outcome.ok += 1
+
+    def _put(self, uri: str, png: bytes) -> None:
+        data = reencode_png(png, uri) if uri == self.config.output_file else png
+        write_bytes_atomic(uri, data, self.config.s3)
 
     def __call__(self, records: list[Record]) -> None:
         prepared = [(r, p) for r in records if (p := self._prepare(r)) is not None]
@@ -149,6 +155,12 @@ def _batches(sources: list[Source], config: PredictConfig, progress: tqdm) -> It
 def predict(config: PredictConfig) -> int:
     """Exit codes: 0 every image done, 1 some failed (each named on stderr), 2 nothing could run."""
     sources = list_inputs(config)
+    one_image = len(config.images) == 1 and len(sources) == 1 and sources[0].uri == config.images[0]
+    if config.output_file and not (one_image and sources[0].kind == "file"):
+        raise ValueError(
+            f"-o {config.output_file} names one file, but the input is not one image file: give -o a "
+            "folder to write masks/ and cutouts/ into"
+        )
     device = local_device(config.device)
     dtype = config.resolved_dtype(device, cpu_has_native_bf16())
     predictor, identity = load_predictor(

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from birefnet_core.box_guidance import DEFAULT_BOX_MARGIN, Box
+from connectors.images import file_format
 
 from ..shared_options import Colour, ModelOptions, StorageOptions, absolute_local_path
 
@@ -14,7 +15,8 @@ __all__ = ["PredictConfig"]
 
 
 class PredictConfig(ModelOptions, StorageOptions):
-    """Images or folders in, `masks/` and `cutouts/` under the output folder (the job's layout)."""
+    """Images or folders in, `masks/` and `cutouts/` under the output folder (the job's layout);
+    or one image in and the one file `output` names out (its mask, or its cut-out)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -25,7 +27,8 @@ class PredictConfig(ModelOptions, StorageOptions):
     )
     output: str = Field(
         ...,
-        description="Folder (or URI) to write masks/ and cutouts/ to.",
+        description="Folder (or URI) to write masks/ and cutouts/ to; for one input image, a file "
+        "(.png, .jpg, .webp) to write its mask to, or its cut-out with --cutout.",
         json_schema_extra={"short": "-o"},
     )
     only_mask: bool = Field(False, description="Write only the masks (no cut-outs).")
@@ -75,13 +78,26 @@ class PredictConfig(ModelOptions, StorageOptions):
     def _one_choice_of_outputs(self) -> PredictConfig:
         if self.only_mask and self.cutout:
             raise ValueError("--only-mask and --cutout exclude each other (the default writes both)")
-        if self.only_mask and (self.bgcolor is not None or self.refine_foreground):
-            raise ValueError("--bgcolor and --refine-foreground shape cut-outs, which --only-mask turns off")
+        if (self.only_mask or (self.output_file and not self.cutout)) and (
+            self.bgcolor is not None or self.refine_foreground
+        ):
+            raise ValueError(
+                "--bgcolor and --refine-foreground shape cut-outs, which --only-mask (or a mask file as -o) turns off"
+            )
+        if self.cutout and self.bgcolor is None and file_format(self.output) == "JPEG":
+            raise ValueError(
+                f"{self.output}: JPEG holds no transparency; name a .png or .webp file, or give --bgcolor"
+            )
         return self
 
     @property
+    def output_file(self) -> str | None:
+        """The one file to write when `output` ends in an image suffix, else None (a folder)."""
+        return self.output if file_format(self.output) else None
+
+    @property
     def outputs(self) -> list[str]:
-        """What to write: mask, cutout, or both (the default)."""
-        if self.only_mask:
+        """What to write: mask, cutout, or both (the default); into one file, the mask unless --cutout."""
+        if self.only_mask or (self.output_file and not self.cutout):
             return ["mask"]
         return ["cutout"] if self.cutout else ["mask", "cutout"]

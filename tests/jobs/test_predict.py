@@ -153,3 +153,42 @@ def test_no_images_or_no_output_is_a_one_line_error(tmp_path, capsys):
     assert "--images" in capsys.readouterr().err
     assert birefnet(["predict", str(tmp_path), *FLAGS]) == 2
     assert "--output" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "flags", "mode"),
+    [("mask.png", [], "L"), ("cut.png", ["--cutout"], "RGBA"), ("cut.webp", ["--cutout"], "RGBA"),
+     ("mask.JPG", [], "L"), ("green.jpg", ["--cutout", "--bgcolor", "0,255,0"], "RGB")],
+)  # fmt: skip
+def test_one_image_and_an_image_file_as_output_writes_that_file(tmp_path, name, flags, mode):
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(encode_image(object_scene(48, 32, 1)))
+    target = tmp_path / "out" / name
+    assert birefnet(["predict", str(image), "-o", str(target), *FLAGS, *flags]) == 0
+    assert target.is_file(), "the file the user named, not a folder of that name"
+    with Image.open(target) as written:
+        assert (written.size, written.mode) == ((48, 32), mode)
+        assert written.format == {".png": "PNG", ".webp": "WEBP", ".jpg": "JPEG"}[target.suffix.lower()]
+    assert sorted(p.name for p in target.parent.iterdir()) == [name]
+
+
+def test_the_mask_file_equals_the_mask_of_the_folder_layout(tmp_path):
+    image = tmp_path / "photo.png"
+    image.write_bytes(encode_image(object_scene(40, 30, 2), "PNG"))
+    assert birefnet(["predict", str(image), "-o", str(tmp_path / "one.png"), *FLAGS]) == 0
+    assert birefnet(["predict", str(image), "-o", str(tmp_path / "dir"), "--only-mask", *FLAGS]) == 0
+    assert (tmp_path / "one.png").read_bytes() == (tmp_path / "dir" / "masks" / "photo.png").read_bytes()
+
+
+def test_an_image_file_as_output_for_a_folder_or_several_inputs_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    for name in ("a.png", "b.png"):
+        (tmp_path / "in" / name).write_bytes(encode_image(object_scene(20, 20, 1), "PNG"))
+    for inputs in ([str(tmp_path / "in")], [str(tmp_path / "in" / "a.png"), str(tmp_path / "in" / "b.png")]):
+        assert birefnet(["predict", *inputs, "-o", str(tmp_path / "mask.png"), *FLAGS]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "names one file" in err[-1], err
+    assert not (tmp_path / "mask.png").exists()
+    flags = ["--cutout", *FLAGS]
+    assert birefnet(["predict", str(tmp_path / "in" / "a.png"), "-o", str(tmp_path / "c.jpg"), *flags]) == 2
+    assert "JPEG holds no transparency" in capsys.readouterr().err
