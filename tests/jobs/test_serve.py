@@ -271,8 +271,14 @@ def test_the_page_segments_an_uploaded_image_and_a_drawn_box(service, browser, t
     path = tmp_path / "photo.jpg"
     path.write_bytes(data)
     browser.get(f"{url}/")
+    for name in ("mask", "cutout"):  # no broken-image placeholders before the first result
+        assert not browser.find_element("id", name).is_displayed()
+        assert browser.find_element("id", f"{name}-hint").is_displayed()
     browser.find_element("id", "file").send_keys(str(path))
     assert _wait_for_status(browser, "Done").startswith(f"Done: {width}x{height}")
+    for name in ("mask", "cutout"):
+        assert browser.find_element("id", name).is_displayed()
+        assert not browser.find_element("id", f"{name}-hint").is_displayed()
     sizes = browser.execute_script(
         "return ['mask', 'cutout'].map(id => [document.getElementById(id).naturalWidth,"
         " document.getElementById(id).naturalHeight]);"
