@@ -32,10 +32,13 @@ from pydantic_core import PydanticUndefined
 from .errors import EXIT_JOB_ERROR, one_line
 
 __all__ = [
+    "COMMANDS",
     "COMMAND_MODULES",
     "Command",
+    "CommandEntry",
     "ConfigError",
     "build_config",
+    "load_command",
     "load_config_file",
     "main",
     "parse_config",
@@ -45,18 +48,52 @@ __all__ = [
 log = logging.getLogger("jobs.cli")
 M = TypeVar("M", bound=BaseModel)
 
-#: Modules that define a subcommand as their ``COMMAND``, in the order `birefnet --help` lists them.
-COMMAND_MODULES = (
-    "jobs.segment",
-    "jobs.predict",
-    "jobs.serve",
-    "jobs.evaluate",
-    "jobs.report",
-    "jobs.train",
-    "jobs.export",
-    "jobs.synthesize",
-    "jobs.demo",
-)
+
+@dataclass(frozen=True)
+class CommandEntry:
+    """Where a subcommand lives (its module defines it as ``COMMAND``) and what it does."""
+
+    module: str
+    summary: str
+
+
+#: Every subcommand, in the order `birefnet --help` lists them. Known without importing them:
+#: `birefnet --help` loads none, `birefnet NAME ...` only NAME's module (torch, Ray: seconds).
+COMMANDS = {
+    "segment": CommandEntry(
+        "jobs.segment",
+        "Segment an image archive (folders, S3 prefixes, URI lists, tar shards, scenes) on Ray.",
+    ),
+    "predict": CommandEntry(
+        "jobs.predict", "Segment images or a folder on this machine, without Ray (masks equal the job's)."
+    ),
+    "serve": CommandEntry(
+        "jobs.serve",
+        "Serve BiRefNet over HTTP on Ray Serve (batched model replicas, a web page, box guidance).",
+    ),
+    "evaluate": CommandEntry(
+        "jobs.evaluate",
+        "Score predicted masks against ground truth (S, F, E, wF, MAE, HCE) with pysodmetrics.",
+    ),
+    "report": CommandEntry("jobs.report", "HTML report of a segmentation run, from its manifest."),
+    "train": CommandEntry(
+        "jobs.train",
+        "Fine-tune or train BiRefNet with its multi-stage supervision on Ray Train (DDP, CPU or GPU).",
+    ),
+    "export": CommandEntry(
+        "jobs.export",
+        "Export BiRefNet to ONNX (dynamic batch and size, standard operators) for onnxruntime, TensorRT and rembg.",
+    ),
+    "synthesize": CommandEntry(
+        "jobs.synthesize",
+        "Generate a DIS5K-style set of photo-like scenes and their masks (training data, tests).",
+    ),
+    "demo": CommandEntry(
+        "jobs.demo", "Segment a generated sample folder on an embedded local Ray (what `make demo` runs)."
+    ),
+}
+#: The modules of every subcommand, in `COMMANDS` order.
+COMMAND_MODULES = tuple(entry.module for entry in COMMANDS.values())
 #: A field carrying ``json_schema_extra={"file_only": True}`` is settable in --config files only.
 FILE_ONLY = "file_only"
 #: ``json_schema_extra={"positional": True}``: a list field given as the command's arguments.
@@ -76,10 +113,13 @@ class Command:
     """A subcommand: the config its flags are built from, and what runs it (returns the exit code)."""
 
     name: str
-    summary: str
     config: type[BaseModel]
     run: Callable[[Any], int]
     module: str
+
+    @property
+    def summary(self) -> str:
+        return COMMANDS[self.name].summary
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         """Entry point of `python -m <module>`: the same flags as `birefnet <name>`."""
@@ -220,28 +260,41 @@ def run_command(command: Command, argv: Sequence[str] | None = None) -> int:
     return _guarded(lambda: command.run(parse_config(command.config, argv, f"python -m {command.module}")))
 
 
+def load_command(name: str) -> Command:
+    """The subcommand ``name``, importing its module (and whatever that loads) only now."""
+    command: Command = importlib.import_module(COMMANDS[name].module).COMMAND
+    return command
+
+
 def commands() -> list[Command]:
-    return [importlib.import_module(module).COMMAND for module in COMMAND_MODULES]
+    """Every subcommand, all modules imported."""
+    return [load_command(name) for name in COMMANDS]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`birefnet COMMAND [options]`; `birefnet COMMAND --help` lists every option."""
+    """`birefnet COMMAND [options]`; `birefnet COMMAND --help` lists every option.
+
+    Only the command named on the line is imported: the others' options are never needed."""
     configure_logging()
+    args = list(sys.argv[1:] if argv is None else argv)
+    named = next((arg for arg in args if not arg.startswith("-")), None)
     parser = _OneLineParser(prog="birefnet", description="BiRefNet segmentation of image archives on Ray.")
     subparsers = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=_OneLineParser
     )
-    for command in commands():
+    for name, entry in COMMANDS.items():
         sub = subparsers.add_parser(
-            command.name, help=command.summary, description=command.summary, prog=f"birefnet {command.name}"
+            name, help=entry.summary, description=entry.summary, prog=f"birefnet {name}"
         )
-        add_options(sub, command.config)
-        sub.set_defaults(_command=command)
+        if name == named:
+            command = load_command(name)
+            add_options(sub, command.config)
+            sub.set_defaults(_command=command)
 
     def run() -> int:
-        args = parser.parse_args(argv)
-        chosen: Command = args._command
-        return chosen.run(_config_from(chosen.config, args))
+        parsed = parser.parse_args(args)
+        chosen: Command = parsed._command
+        return chosen.run(_config_from(chosen.config, parsed))
 
     return _guarded(run)
 

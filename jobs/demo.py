@@ -112,7 +112,6 @@ def demo(config: DemoConfig) -> int:
 
 COMMAND = Command(
     name="demo",
-    summary="Segment a generated sample folder on an embedded local Ray (what `make demo` runs).",
     config=DemoConfig,
     run=demo,
     module="jobs.demo",

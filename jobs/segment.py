@@ -320,7 +320,6 @@ def segment(config: SegmentConfig) -> int:
 
 COMMAND = Command(
     name="segment",
-    summary="Segment an image archive (folders, S3 prefixes, URI lists, tar shards, scenes) on Ray.",
     config=SegmentConfig,
     run=segment,
     module="jobs.segment",

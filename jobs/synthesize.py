@@ -63,7 +63,6 @@ def synthesize(config: SynthesizeConfig) -> int:
 
 COMMAND = Command(
     name="synthesize",
-    summary="Generate a DIS5K-style set of photo-like scenes and their masks (training data, tests).",
     config=SynthesizeConfig,
     run=synthesize,
     module="jobs.synthesize",

@@ -33,7 +33,6 @@ def evaluate(config: EvaluateConfig) -> int:
 
 COMMAND = Command(
     name="evaluate",
-    summary="Score predicted masks against ground truth (S, F, E, wF, MAE, HCE) with pysodmetrics.",
     config=EvaluateConfig,
     run=evaluate,
     module="jobs.evaluate",

@@ -30,7 +30,6 @@ def export(config: ExportConfig) -> int:
 
 COMMAND = Command(
     name="export",
-    summary="Export BiRefNet to ONNX (dynamic batch and size, standard operators) for onnxruntime, TensorRT and rembg.",
     config=ExportConfig,
     run=export,
     module="jobs.export",

@@ -185,7 +185,6 @@ def predict(config: PredictConfig) -> int:
 
 COMMAND = Command(
     name="predict",
-    summary="Segment images or a folder on this machine, without Ray (masks equal the job's).",
     config=PredictConfig,
     run=predict,
     module="jobs.predict",

@@ -39,7 +39,6 @@ def report(config: ReportConfig) -> int:
 
 COMMAND = Command(
     name="report",
-    summary="HTML report of a segmentation run, from its manifest.",
     config=ReportConfig,
     run=report,
     module="jobs.report",

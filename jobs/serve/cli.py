@@ -45,7 +45,6 @@ def serve_forever(config: ServeConfig) -> int:
 
 COMMAND = Command(
     name="serve",
-    summary="Serve BiRefNet over HTTP on Ray Serve (batched model replicas, a web page, box guidance).",
     config=ServeConfig,
     run=serve_forever,
     module="jobs.serve",

@@ -21,7 +21,6 @@ def train(config: TrainConfig) -> int:
 
 COMMAND = Command(
     name="train",
-    summary="Fine-tune or train BiRefNet with its multi-stage supervision on Ray Train (DDP, CPU or GPU).",
     config=TrainConfig,
     run=train,
     module="jobs.train",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.cli import COMMAND_MODULES, ConfigError, commands, main, parse_config
+from jobs.cli import COMMAND_MODULES, COMMANDS, ConfigError, commands, load_command, main, parse_config
 from jobs.config import SegmentConfig
 from jobs.errors import EXIT_JOB_ERROR
 
@@ -67,14 +67,37 @@ def test_a_wrong_flag_or_value_is_one_line_and_exit_2(argv, named, capsys):
     assert "Traceback" not in captured.err + captured.out
 
 
-def test_module_entry_points_keep_their_flags():
+def test_module_entry_points_keep_their_flags(capsys):
+    """Every `python -m <module> --help`, in this process (one subprocess below checks that
+    `python -m` reaches the same entry point)."""
+    for name, entry in COMMANDS.items():
+        with pytest.raises(SystemExit) as exited:
+            load_command(name).main(["--help"])
+        assert exited.value.code == 0, entry.module
+        out = capsys.readouterr().out
+        assert f"python -m {entry.module}" in out and "--config" in out, entry.module
+
+
+def test_python_dash_m_runs_a_commands_module():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for module in COMMAND_MODULES:
-        done = subprocess.run(
-            [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120, env=env
-        )
-        assert done.returncode == 0, (module, done.stderr)
-        assert f"python -m {module}" in done.stdout and "--config" in done.stdout
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.report", "--help"], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0 and "python -m jobs.report" in done.stdout, done.stderr
+
+
+def test_the_command_list_loads_no_command():
+    """`birefnet --help` imports no command module: none of torch, Ray or the commands' own."""
+    probe = (
+        "import sys\nfrom jobs.cli import COMMAND_MODULES, main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in (*COMMAND_MODULES, 'torch', 'ray') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_config_file_sits_beneath_the_flags(tmp_path):
