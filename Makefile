@@ -2,7 +2,8 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-# What the tests need (every extra), and what the demo needs (the package alone).
+# What the tests need (every extra), and what the demo needs (the package, and huggingface_hub
+# to fetch the lite release).
 STAMP := $(VENV)/.installed-stamp
 DEMO_STAMP := $(VENV)/.demo-stamp
 
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/pip
 	touch $(STAMP) $(DEMO_STAMP)
 
 $(DEMO_STAMP): pyproject.toml | $(BIN)/pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[hf]'
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)

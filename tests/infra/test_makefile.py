@@ -20,11 +20,11 @@ def _dry_run(target: str, tmp_path: Path) -> list[str]:
     return done.stdout.splitlines()
 
 
-def test_make_demo_installs_only_the_package(tmp_path: Path) -> None:
+def test_make_demo_installs_the_package_and_the_hub_client_only(tmp_path: Path) -> None:
     installs = [
         line for line in _dry_run("demo", tmp_path) if "pip install" in line and "--upgrade pip" not in line
     ]
-    assert installs == [".venv/bin/pip install --quiet -e ."]
+    assert installs == [".venv/bin/pip install --quiet -e '.[hf]'"]
 
 
 def test_make_test_installs_every_extra_the_tests_need(tmp_path: Path) -> None:
