@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_STAMP := $(VENV)/.demo-stamp
 
-.PHONY: demo test lint clean system-deps
+.PHONY: demo test lint clean system-deps gpu-check
 
 $(BIN)/pip:
 	$(PYTHON) -m venv $(VENV)
@@ -37,5 +37,9 @@ system-deps:
 test: lint system-deps
 	$(BIN)/pytest -q
 
+# On a machine with a GPU: every gpu-marked test and the GPU benchmark, one JSON summary (~8 min on an H100).
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
+
 clean:
-	rm -rf $(VENV) demo_input demo_output .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo_input demo_output gpu_check_output .pytest_cache .ruff_cache

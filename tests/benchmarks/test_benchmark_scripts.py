@@ -58,3 +58,13 @@ def test_tiling_reports_assembly_share_and_context_quality_per_scene_size():
     for key in ("without_context", "with_context"):
         assert 0 < result["context"][key]["S"] <= 1 and 0 <= result["context"][key]["MAE"] <= 1
     assert "cores" in result["machine"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the check really runs (minutes)")
+def test_gpu_check_summarises_the_gpu_tests_and_the_benchmark_in_one_json(tmp_path):
+    result = _run("gpu_check.py", "--out", str(tmp_path))
+    assert result["check"] == "gpu" and result["gpu"] is None
+    tests = result["tests"]
+    assert tests["failed"] == 0 and tests["passed"] == 0 and tests["skipped"] > 0, tests
+    assert result["throughput"]["skipped"].startswith("no CUDA device")
+    assert json.loads((tmp_path / "gpu_check.json").read_text()) == result
