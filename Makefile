@@ -27,6 +27,7 @@ demo: $(DEMO_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Tests that use system tools: the report renders in headless Chromium, and GDAL's own
 # command-line tools check the GeoTIFF masks (Debian packages chromium and gdal-bin).

@@ -11,10 +11,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from .size import Size
+
+if TYPE_CHECKING:
+    import torch
+
+#: An image as an array (H x W x C) or, channels first, as a torch tensor (C x H x W).
+Pixels = TypeVar("Pixels", np.ndarray, "torch.Tensor")
 
 __all__ = ["DEFAULT_BOX_MARGIN", "Box", "BoxGuide"]
 
@@ -98,7 +105,7 @@ class BoxGuide:
         )
         return cls(inner, window, image_size)
 
-    def crop(self, image: np.ndarray, channels_first: bool = False) -> np.ndarray:
+    def crop(self, image: Pixels, channels_first: bool = False) -> Pixels:
         """The window of an H x W (x C) image, or of a C x H x W one."""
         rows, columns = self.window.slices
         return image[:, rows, columns] if channels_first else image[rows, columns]

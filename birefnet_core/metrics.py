@@ -128,7 +128,7 @@ class SODEvaluator:
         self.emeasure = py_sod_metrics.Emeasure()
         self._f = py_sod_metrics.FmeasureHandler(with_dynamic=True, with_adaptive=True, beta=F_BETA2)
         self.fmeasure = py_sod_metrics.FmeasureV2(metric_handlers={"fm": self._f})
-        self.hce = _HCE_CLASS() if hce and HCE_AVAILABLE else None
+        self.hce = _HCE_CLASS() if hce and _HCE_CLASS is not None else None
         self.count = 0
 
     @property

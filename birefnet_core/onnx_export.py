@@ -110,7 +110,7 @@ def _size_oblivious_tracing() -> Iterator[None]:
     """
     from torch.fx.experimental import _config as fx_config
 
-    with fx_config.patch(backed_size_oblivious=True):
+    with fx_config.patch(backed_size_oblivious=True):  # type: ignore[attr-defined]  # torch adds patch() to config modules at import
         yield
 
 
@@ -242,6 +242,7 @@ def export_onnx(
             verify=False,
             verbose=False,
         )
+    assert exported is not None  # the dynamo exporter returns a program (only the legacy one returns None)
     proto = _simplified(exported.model)
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     if opset != settings.opset:  # torch.onnx keeps its own opset when it cannot convert down

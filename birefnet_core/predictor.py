@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -119,7 +119,8 @@ class Predictor:
         exported = isinstance(model, OnnxRuntimeModel)
         if exported and (compile or cuda_graphs or channels_last):
             raise ValueError("compile, cuda_graphs and channels_last apply to the torch backend only")
-        size = size if size is not None or not exported else model.size
+        if size is None and isinstance(model, OnnxRuntimeModel):
+            size = model.size
         self.size = DEFAULT_SIZE if self.variant is None and size is None else size
         self.device = torch.device(device)
         #: "torch", or the exported graph's runtime.
@@ -149,7 +150,11 @@ class Predictor:
             raise ValueError(
                 f"the onnxruntime session runs on {model.device}, the predictor on {self.device}"
             )
-        self.model = model if exported else self._placed(model, compile, compile_scope, cuda_graphs)
+        self.model = (
+            model
+            if isinstance(model, OnnxRuntimeModel)
+            else self._placed(model, compile, compile_scope, cuda_graphs)
+        )
 
     def _placed(
         self, model: BiRefNet, compile: bool, compile_scope: Literal["model", "backbone"], cuda_graphs: bool
@@ -289,4 +294,4 @@ class Predictor:
             probs = self.infer_batches(np.stack([prepared[i].pixels for i in group]), batch_size)
             for i, prob in zip(group, probs, strict=True):
                 masks[i] = self.finish(prob, prepared[i].original_size, prepared[i].guide)
-        return masks  # type: ignore[return-value]
+        return cast(list[np.ndarray], masks)  # every index is in exactly one group

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import torch
 
@@ -69,7 +69,7 @@ class WeightsInfo:
     file_format: str
 
 
-def _hf_download(variant: Variant, **kwargs: object) -> str:
+def _hf_download(variant: Variant, **kwargs: Any) -> str:
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:

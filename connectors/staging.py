@@ -18,6 +18,7 @@ that keeps failing). A scene's folder is also removed once its manifest row is c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -90,6 +91,8 @@ def sweep_staging(
 
     folders = call_with_retries("listing staging", staging_root, s3, stale)
     for path in folders:
-        call_with_retries("removing stale staging", staging_root, s3, lambda p=path: fs.rm(p, recursive=True))
+        call_with_retries(
+            "removing stale staging", staging_root, s3, functools.partial(fs.rm, path, recursive=True)
+        )
         log.info("removed stale staging %s", path)
     return len(folders)

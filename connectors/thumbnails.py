@@ -17,7 +17,7 @@ import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, NamedTuple
+from typing import IO, NamedTuple, cast
 
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
@@ -39,7 +39,7 @@ MAX_PREVIEW_PIXELS = 100_000_000
 # connectors.images, it is off and the limit above is enforced on what is actually decoded.
 Image.MAX_IMAGE_PIXELS = None
 
-ImageSource = bytes | BinaryIO
+ImageSource = bytes | IO[bytes]
 Colour = tuple[int, int, int]
 
 _CHECKER = ((204, 204, 204), (255, 255, 255))
@@ -106,7 +106,7 @@ def _to_eight_bit(image: Image.Image) -> Image.Image:
         image = image.convert("I")
     if image.mode not in ("I", "F"):
         return image
-    low, high = image.getextrema()
+    low, high = cast(tuple[float, float], image.getextrema())  # one band: (min, max)
     if image.mode == "I" and low >= 0 and high <= 255:
         return image.convert("L")
     span = float(high - low) or 1.0
@@ -150,7 +150,7 @@ def preview(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. Pillow's TIFF tag and bomb warnings
-            image = Image.open(source)
+            image: Image.Image = Image.open(source)
             orientation = image.getexif().get(0x0112, 1)
             full_width, full_height = image.size
             if orientation in _TRANSPOSED_ORIENTATIONS:

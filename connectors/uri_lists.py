@@ -232,25 +232,23 @@ def sources_from_parquet_rows(
     """
     values = _column_values(table, columns)
     boxes = _box_values(table, columns)
-    keep = [i for i, v in enumerate(values) if v is not None and v.strip()]
+    present = {i: v.strip() for i, v in enumerate(values) if v is not None and v.strip()}
+    keep = list(present)
     listed_stats = bool(columns.size and columns.version)
     if listed_stats:
         sizes = table.column(columns.size).to_pylist()
         versions = [str(v or "").strip('"') for v in table.column(columns.version).to_pylist()]
     skipped = 0
     if listed_stats and done is not None and len(done):
-        uris = [_resolve_listed(values[i].strip(), list_uri) for i in keep]  # type: ignore[union-attr]
+        uris = [_resolve_listed(present[i], list_uri) for i in keep]
         finished = done.is_done([item_id(u) for u in uris], [versions[i] for i in keep])
         skipped = int(finished.sum())
         keep = [i for i, f in zip(keep, finished, strict=True) if not f]
-    entries = [(f"entry {values[i]!r}", values[i].strip()) for i in keep]  # type: ignore[union-attr]
+    entries = [(f"entry {values[i]!r}", present[i]) for i in keep]
     stats = None
     if listed_stats:
-        stats = {
-            values[i].strip(): (int(sizes[i]) if sizes[i] is not None else -1, versions[i])  # type: ignore[union-attr]
-            for i in keep
-        }
-    listed_boxes = {values[i].strip(): boxes[i] for i in keep if boxes[i]}  # type: ignore[union-attr]
+        stats = {present[i]: (int(sizes[i]) if sizes[i] is not None else -1, versions[i]) for i in keep}
+    listed_boxes = {present[i]: boxes[i] for i in keep if boxes[i]}
     return sources_table(_sources_of_entries(list_uri, entries, s3, stats, listed_boxes)), skipped
 
 

@@ -21,7 +21,7 @@ MODEL_KEYS = ("weights_sha256", "weights_source", "dtype", "backend")
 NO_ERROR = ""
 
 
-def rows_of(batch: Mapping[str, Sequence[Any]]) -> Iterator[dict[str, Any]]:
+def rows_of(batch: Mapping[str, Sequence[Any] | np.ndarray]) -> Iterator[dict[str, Any]]:
     columns = list(batch)
     size = len(batch[columns[0]]) if columns else 0
     for i in range(size):
@@ -33,8 +33,9 @@ def column_batch(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, n
     out: dict[str, np.ndarray] = {}
     for key in keys:
         values = [row.get(key) for row in rows]
-        if values and all(isinstance(v, np.ndarray) for v in values) and len({v.shape for v in values}) == 1:
-            out[key] = np.stack(values)
+        arrays = [v for v in values if isinstance(v, np.ndarray)]
+        if values and len(arrays) == len(values) and len({a.shape for a in arrays}) == 1:
+            out[key] = np.stack(arrays)
         else:
             column = np.empty(len(values), dtype=object)
             column[:] = values

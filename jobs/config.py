@@ -7,7 +7,7 @@ repeated exactly.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -37,7 +37,7 @@ class SegmentConfig(ModelOptions, StorageOptions, RayOptions):
         ..., description="Local folder or s3://bucket/prefix for masks, cut-outs and the manifest."
     )
     outputs: Annotated[list[OutputKind], CommaSeparated] = Field(
-        default_factory=lambda: ["mask"], description="What to write: mask, cutout."
+        default_factory=lambda: cast(list[OutputKind], ["mask"]), description="What to write: mask, cutout."
     )
     refine_foreground: bool = Field(
         False, description="Estimate foreground colours for cut-outs (removes halos)."
@@ -147,7 +147,7 @@ class SegmentConfig(ModelOptions, StorageOptions, RayOptions):
     @field_validator("input", "output")
     @classmethod
     def _absolute_local_paths(cls, value: str) -> str:
-        return absolute_local_path(value)
+        return absolute_local_path(value) or value
 
     @field_validator("concurrency", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from birefnet_core.box_guidance import DEFAULT_BOX_MARGIN, Box, BoxGuide
 from birefnet_core.cutout import composite_on_colour, make_cutout
@@ -41,19 +42,23 @@ class PreparedInput:
 
 
 def _prepared(
-    image: np.ndarray,
-    channels_first: bool,
+    image: np.ndarray | torch.Tensor,
     variant: Variant,
     size: Size | None,
     box: Box | None,
     margin: float,
 ) -> PreparedInput:
-    original = Size(*(image.shape[1:] if channels_first else image.shape[:2]))
+    """An H x W x 3 array (Pillow's decode) or a 3 x H x W tensor (torchvision's JPEG decode)."""
+    chw = isinstance(image, torch.Tensor)
+    original = Size(image.shape[1], image.shape[2]) if chw else Size(image.shape[0], image.shape[1])
     guide = BoxGuide.for_image(box, original, margin) if box is not None else None
-    seen = guide.crop(image, channels_first) if guide else image
-    height, width = seen.shape[1:] if channels_first else seen.shape[:2]
-    target = working_size(variant, height, width, size)
-    pixels = prepare_image_from_chw(seen, target) if channels_first else prepare_image(seen, target)
+    if isinstance(image, torch.Tensor):
+        seen_chw = guide.crop(image, channels_first=True) if guide else image
+        size_seen = working_size(variant, seen_chw.shape[1], seen_chw.shape[2], size)
+        pixels = prepare_image_from_chw(seen_chw, size_seen)
+    else:
+        seen = guide.crop(image) if guide else image
+        pixels = prepare_image(seen, working_size(variant, seen.shape[0], seen.shape[1], size))
     return PreparedInput(pixels, original, guide)
 
 
@@ -80,9 +85,9 @@ def prepare_encoded(
         except (RuntimeError, ImportError):
             log.debug("%s: torchvision could not decode it; using Pillow", uri)
         else:
-            return _prepared(image, True, variant, size, box, box_margin)
+            return _prepared(image, variant, size, box, box_margin)
     rgb = to_rgb_uint8(decode_image(data, uri, max_pixels))
-    return _prepared(rgb, False, variant, size, box, box_margin)
+    return _prepared(rgb, variant, size, box, box_margin)
 
 
 def cutout_png(

@@ -133,7 +133,10 @@ def _list_tree(root: str, s3: S3Options, done: DoneLookup, scene_min_bytes: int)
 
 
 def _dataset(blocks: list[ray.ObjectRef]) -> ray.data.Dataset:
-    return ray.data.from_arrow_refs(blocks) if blocks else ray.data.from_arrow(sources_table([]))
+    # ray.ObjectRef and ray.types.ObjectRef are one class that Ray's stubs spell twice.
+    if not blocks:
+        return ray.data.from_arrow(sources_table([]))
+    return ray.data.from_arrow_refs(blocks)  # type: ignore[arg-type]  # see above
 
 
 @ray.remote(num_returns="streaming", **STAGE_OPTIONS)

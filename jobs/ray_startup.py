@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 #: ALLOCATOR_ENV). Set per task, not in ray.init, because a job submitted with its own
 #: runtime_env ignores ray.init's; Ray merges these env_vars into the job's and keeps its
 #: working_dir. Every task uses the same options, so they share worker processes.
-STAGE_OPTIONS = {"runtime_env": {"env_vars": ALLOCATOR_ENV}}
+STAGE_OPTIONS: dict[str, Any] = {"runtime_env": {"env_vars": ALLOCATOR_ENV}}
 #: How long a cluster (not an embedded Ray) may take to scale up to the minimum, by default.
 CLUSTER_WAIT_S = 600.0
 _POLL_S = 2.0

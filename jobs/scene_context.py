@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import ray
@@ -125,7 +125,8 @@ def stage_contexts(
     if not todo:
         return {}
     read = ray.remote(num_cpus=1, num_returns=2, **STAGE_OPTIONS)(_view_or_error)
-    refs = [read.remote(plan, size, s3) for plan in todo]
+    # num_returns=2: each call gives (error ref, view ref); Ray's stubs type it as one ref.
+    refs = [cast(list[ray.ObjectRef], read.remote(plan, size, s3)) for plan in todo]
     found = ray.get([error for error, _ in refs])
     errors = {plan.id: error for plan, error in zip(todo, found, strict=True) if error}
     readable = [(plan, view) for plan, (_, view) in zip(todo, refs, strict=True) if plan.id not in errors]

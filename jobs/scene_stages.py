@@ -37,6 +37,7 @@ from connectors.raster import (
     remove_staging,
     write_chunk,
 )
+from connectors.raster.windows import Window
 from connectors.storage import S3Options, StorageUnavailableError
 
 from .batches import MODEL_KEYS, column_batch, rows_of, status_columns
@@ -78,9 +79,14 @@ def _chunk_of(value: dict[str, Any]) -> Chunk:
     return Chunk(
         row=int(value["row"]),
         col=int(value["col"]),
-        core=tuple(int(v) for v in value["core"]),  # type: ignore[arg-type]
-        read=tuple(int(v) for v in value["read"]),  # type: ignore[arg-type]
+        core=_window(value["core"]),
+        read=_window(value["read"]),
     )
+
+
+def _window(values: Any) -> Window:
+    y0, x0, y1, x1 = (int(v) for v in values)
+    return (y0, x0, y1, x1)
 
 
 def _scaling_text(scaling: BandScaling | None) -> str:
@@ -160,7 +166,8 @@ class ChunkBlendStage:
     def _blend(self, row: dict[str, Any]) -> int:
         chunk = _chunk_of(row["chunk"])
         valid = row["valid"]
-        accumulator = blend_tiles(*valid.shape, self.overlap, _tile_probabilities(row))
+        height, width = valid.shape
+        accumulator = blend_tiles(height, width, self.overlap, _tile_probabilities(row))
         y0, x0, y1, x1 = chunk.core_in_read
         probabilities = accumulator.result()[y0:y1, x0:x1]
         scene = Size(*(int(v) for v in row["scene_size"]))

@@ -217,14 +217,14 @@ def _execute(config: SegmentConfig, files: RunFiles, summary: RunSummary, weight
     # Staged scene chunks no run with these settings can reuse; swept before any scene is planned.
     settings = SceneSettings.of(config, dtype, weights_version)
     max_age = started - config.scene_staging_max_age_hours * 3600
-    stale = ray.remote(num_cpus=1, **STAGE_OPTIONS)(sweep_staging).remote(
+    stale = ray.remote(num_cpus=1, **STAGE_OPTIONS)(sweep_staging).remote(  # type: ignore[call-arg]  # stubs miss defaults
         settings.staging_root, settings.key, max_age, config.s3
     )
 
     # Built by a task, so it goes straight into the object store: the driver never holds it.
     load = ray.remote(num_cpus=1, **STAGE_OPTIONS)(_done_index)
     done = _SharedIndex(load.remote(config.output, config.s3, config.skip_existing))
-    counter = _Counter.remote()
+    counter = _Counter.remote()  # type: ignore[attr-defined]  # @ray.remote makes it an actor class
     rt = Runtime(config, summary.run_id, device, dtype, gpus, done, _CountSkipped(counter))
     listing = list_inputs(config.input, config.s3, done, config.scene_min_bytes)
     summary.listed = listing.listed
@@ -253,7 +253,7 @@ def _execute(config: SegmentConfig, files: RunFiles, summary: RunSummary, weight
     if config.compact_manifest:
         # On a worker: merging the manifest holds it whole, which the driver never does.
         compact = ray.remote(num_cpus=1, **STAGE_OPTIONS)(compact_manifest)
-        result = ray.get(compact.remote(config.output, config.s3))
+        result = ray.get(compact.remote(config.output, config.s3))  # type: ignore[call-arg]  # stubs miss defaults
         log.info("manifest compacted: %d rows in %d files", result.rows, len(result.files))
 
 

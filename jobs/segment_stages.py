@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -188,7 +188,7 @@ class FinishStage:
     def __init__(
         self,
         output: str,
-        outputs: list[str],
+        outputs: Sequence[str],
         refine_foreground: bool,
         s3: S3Options,
         run: RunRef,

@@ -10,7 +10,7 @@ at strides 32, 16 and 8 and the gradient-reference ("out_ref") predictions with 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,10 @@ from torch import nn
 
 from .layers import BasicDecBlk, SimpleConvs, patchify
 from .swin import SWIN_CONFIGS, create_swin
+
+if TYPE_CHECKING:
+    from ..variants import Variant
+    from ..weights import WeightsInfo
 
 __all__ = [
     "BACKBONES",
@@ -167,7 +171,8 @@ class Decoder(nn.Module):
         skips upsampling 2C channels to full size, two full-size 3x3 convolutions with 64
         channels and a concatenation.
         """
-        head = self.conv_out1[0]
+        head = cast(nn.Conv2d, self.conv_out1[0])
+        assert head.bias is not None  # the released head has a bias
         projection = head.weight[:, : p1.shape[1]]
         return resize(F.conv2d(p1, projection), x.shape[2:]) + self._patch_logits(
             x, head.weight[:, p1.shape[1] :, 0, 0], head.bias
@@ -184,6 +189,7 @@ class Decoder(nn.Module):
         that ring is recomputed the released way from 3-pixel strips.
         """
         first, second = self.ipt_blk1.conv1, self.ipt_blk1.conv_out
+        assert first.bias is not None and second.bias is not None  # the released convolutions have biases
         w1, b1 = first.weight.float(), first.bias.float()
         w2 = torch.einsum("oc,cikl->oikl", head_weight.float(), second.weight.float())
         b2 = head_bias.float() + head_weight.float() @ second.bias.float()
@@ -213,6 +219,10 @@ class _Lateral(nn.Module):
 
 class BiRefNet(nn.Module):
     """Maps a normalised B x 3 x H x W batch (H, W multiples of 32) to B x 1 x H x W logits."""
+
+    #: Set by `birefnet_core.weights` when it loads the model: the release and the file it came from.
+    variant: Variant | None
+    weights: WeightsInfo
 
     def __init__(self, backbone: str) -> None:
         super().__init__()

@@ -45,7 +45,8 @@ class SwinConfig:
 
     @property
     def channels(self) -> tuple[int, int, int, int]:
-        return tuple(self.embed_dim * 2**i for i in range(4))  # type: ignore[return-value]
+        c = self.embed_dim
+        return (c, 2 * c, 4 * c, 8 * c)
 
 
 SWIN_CONFIGS: dict[str, SwinConfig] = {
@@ -166,6 +167,8 @@ class WindowAttention(nn.Module):
     `attend` is the part in between.
     """
 
+    relative_position_index: torch.Tensor  # a buffer
+
     def __init__(self, dim: int, window: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -224,7 +227,7 @@ class WindowAttention(nn.Module):
             x = windowed_attention(q, k, v, bias)
         else:
             folded = (windows // shift_mask.shape[0], -1, n, head_dim)
-            x = windowed_attention(*(t.reshape(folded) for t in (q, k, v)), bias).view(
+            x = windowed_attention(q.reshape(folded), k.reshape(folded), v.reshape(folded), bias).view(
                 windows, heads, n, head_dim
             )
         return x.transpose(1, 2).reshape(windows, n, heads * head_dim)

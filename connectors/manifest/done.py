@@ -12,6 +12,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +30,7 @@ _NOT_HEX = 255
 _HEX_VALUE = np.full(256, _NOT_HEX, dtype=np.uint8)
 _HEX_VALUE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
 
-Strings = Sequence[str] | pa.Array | pa.ChunkedArray
+Strings: TypeAlias = Sequence[str] | pa.Array | pa.ChunkedArray
 
 
 def _string_array(values: Strings) -> pa.Array:

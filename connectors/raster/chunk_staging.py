@@ -299,8 +299,8 @@ def _source(parent: ET.Element, path: str, shape: tuple[int, int], dst: Window, 
     )
     y0, x0, y1, x1 = dst
     size = {"xSize": str(x1 - x0), "ySize": str(y1 - y0)}
-    ET.SubElement(source, "SrcRect", xOff="0", yOff="0", **size)
-    ET.SubElement(source, "DstRect", xOff=str(x0), yOff=str(y0), **size)
+    ET.SubElement(source, "SrcRect", {"xOff": "0", "yOff": "0", **size})
+    ET.SubElement(source, "DstRect", {"xOff": str(x0), "yOff": str(y0), **size})
 
 
 def _vrt(width: int, height: int, nodata: int | None, info: RasterInfo | None) -> ET.Element:

@@ -40,7 +40,8 @@ class RasterInfo:
 
 
 def _info_of(dataset: Any) -> RasterInfo:
-    transform = tuple(float(v) for v in dataset.transform[:6])
+    a, b, c, d, e, f = (float(v) for v in dataset.transform[:6])
+    transform = (a, b, c, d, e, f)
     crs = dataset.crs.to_wkt() if dataset.crs else None
     return RasterInfo(
         width=int(dataset.width),
@@ -48,7 +49,7 @@ def _info_of(dataset: Any) -> RasterInfo:
         count=int(dataset.count),
         dtypes=tuple(str(d) for d in dataset.dtypes),
         crs=crs,
-        transform=transform,  # type: ignore[arg-type]
+        transform=transform,
         nodata=None if dataset.nodata is None else float(dataset.nodata),
         is_georeferenced=crs is not None or transform != _IDENTITY,
         block_shapes=tuple((int(r), int(c)) for r, c in dataset.block_shapes),

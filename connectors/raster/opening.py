@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from connectors import storage
 from connectors.raster.gdal_env import import_rasterio, local_env, s3_env
@@ -29,7 +29,7 @@ def open_raster(uri: str, s3: S3Options | None = None) -> Iterator[Any]:
     scheme = storage.uri_scheme(uri)
     fs, path = storage.filesystem(uri, s3)
     if scheme in storage.S3_SCHEMES:
-        env, target, kwargs = s3_env(s3), f"/vsis3/{path}", {}
+        env, target, kwargs = s3_env(s3), f"/vsis3/{path}", cast(dict[str, Any], {})
     elif scheme in storage.LOCAL_SCHEMES:
         env, target, kwargs = local_env(), path, {}
     else:

@@ -70,10 +70,10 @@ def _score_batch(batch: dict[str, np.ndarray], s3: S3Options | None, hce: bool) 
     for i in range(n):
         pair = MaskPair(str(batch["key"][i]), str(batch["pred_uri"][i]), str(batch["gt_uri"][i]), "")
         result = score_pair(pair, s3, hce)
-        if result.scores is None:
+        if result.scores is None or result.pred_size is None or result.gt_size is None:
             out["error"][i] = result.error
             continue
-        out["size"][i] = (*result.pred_size, *result.gt_size)  # type: ignore[misc]
+        out["size"][i] = (*result.pred_size, *result.gt_size)
         for name in _SCALARS:
             value = getattr(result.scores, name)
             out[name][i] = np.nan if value is None else value
@@ -93,9 +93,11 @@ def score_pairs_ray(
     items = [
         {"index": i, "key": p.key, "pred_uri": p.pred_uri, "gt_uri": p.gt_uri} for i, p in enumerate(pairs)
     ]
-    ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / RAY_PAIRS_PER_BLOCK))
+    ds: ray.data.Dataset = ray.data.from_items(
+        items, override_num_blocks=math.ceil(len(items) / RAY_PAIRS_PER_BLOCK)
+    )
     ds = ds.map_batches(
-        _score_batch,
+        _score_batch,  # type: ignore[arg-type]  # Ray's stubs omit map_batches' fn_kwargs, so extra parameters look wrong
         batch_size=RAY_PAIRS_PER_BLOCK,
         batch_format="numpy",
         fn_kwargs={"s3": s3, "hce": hce},
@@ -108,7 +110,7 @@ def score_pairs_ray(
             results[i] = PairScore(pairs[i], error=str(row["error"]))
             continue
         ph, pw, gh, gw = (int(v) for v in row["size"])
-        scalars = {name: float(row[name]) for name in _SCALARS}
+        scalars: dict[str, Any] = {name: float(row[name]) for name in _SCALARS}
         scores = ImageScores(
             **{**scalars, "HCE": scalars["HCE"] if hce else None},
             F_curve=np.asarray(row["F_curve"], np.float64),

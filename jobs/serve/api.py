@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator, Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -38,7 +38,7 @@ class SegmentParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     output: Annotated[list[Output], CommaSeparated] = Field(
-        default_factory=lambda: ["mask"],
+        default_factory=lambda: cast(list[Output], ["mask"]),
         description="mask (8-bit PNG, as the job writes), cutout (RGBA PNG, or RGB over `background`), "
         "probabilities (16-bit PNG); several, comma-separated, with format=json.",
     )

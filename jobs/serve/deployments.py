@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import ray
@@ -63,8 +63,9 @@ class SegmentModel:
             batch_size=config.max_batch_size, cpu_threads=config.cpu_threads,
         )  # fmt: skip
         self.batch_size = config.max_batch_size
-        self.infer.set_max_batch_size(config.max_batch_size)
-        self.infer.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        # serve.batch adds these setters to the method at run time; Serve's stubs do not know them.
+        self.infer.set_max_batch_size(config.max_batch_size)  # type: ignore[attr-defined]  # see above
+        self.infer.set_batch_wait_timeout_s(config.batch_wait_timeout_s)  # type: ignore[attr-defined]  # see above
         self.batch_sizes = Histogram(
             "birefnet_serve_batch_size",
             description="Requests per model call.",
@@ -91,7 +92,7 @@ class SegmentModel:
                 indices, self.predictor.infer_batches(batch, self.batch_size, quantize), strict=True
             ):
                 results[i] = out
-        return results  # type: ignore[return-value]
+        return cast(list[np.ndarray], results)  # every index is in exactly one group
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def infer(self, items: list[tuple[np.ndarray, bool]]) -> list[np.ndarray]:
@@ -243,13 +244,13 @@ def build_app(settings: ServeConfig | Mapping[str, Any]) -> serve.Application:
         if config.autoscaling
         else {"num_replicas": config.replicas}
     )
-    model = SegmentModel.options(
+    model = SegmentModel.options(  # type: ignore[attr-defined]  # @serve.deployment makes it a Deployment
         ray_actor_options={"num_cpus": config.cpus_per_replica, "num_gpus": gpus},
         max_ongoing_requests=config.max_ongoing_requests,
         max_queued_requests=config.max_queued_requests,
         **scaling,
     ).bind(args)
-    return SegmentIngress.options(
+    return SegmentIngress.options(  # type: ignore[attr-defined]  # @serve.deployment makes it a Deployment
         num_replicas=config.ingress_replicas,
         ray_actor_options={"num_cpus": config.cpus_per_ingress},
         max_ongoing_requests=config.max_ongoing_requests,

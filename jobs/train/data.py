@@ -111,7 +111,7 @@ def _dataset(
     if train:  # a new block order every epoch; iter_torch_batches shuffles within a buffer too
         dataset = dataset.randomize_block_order()
     dataset = dataset.map_batches(
-        load_pairs,
+        load_pairs,  # type: ignore[arg-type]  # Ray's stubs omit map_batches' fn_kwargs, so extra parameters look wrong
         fn_kwargs={"size": size, "augmentations": augmentations, "s3": s3, "train": train},
         batch_size=8,
         num_cpus=1,

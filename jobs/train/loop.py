@@ -15,12 +15,13 @@ import posixpath
 import tempfile
 import time
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import ray.train
 import ray.train.torch
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from birefnet_core.losses import BiRefNetLoss, finetune_weights
 from birefnet_core.metrics import SODEvaluator
@@ -177,7 +178,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             else:
                 seen += images.shape[0]
             last_micro = (index + 1) % accumulation == 0
-            with ddp.no_sync() if world > 1 and not last_micro else nullcontext(), _autocast(config, device):
+            skip_sync = (
+                cast(DistributedDataParallel, ddp).no_sync if world > 1 and not last_micro else nullcontext
+            )
+            with skip_sync(), _autocast(config, device):
                 loss = criterion(ddp(images), masks)
             scaler.scale(loss / accumulation).backward()
             progress.epoch_batches += 1

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +94,9 @@ def run(config: TrainConfig) -> TrainResult:
     newest = latest_complete_checkpoint(join_uri(config.output, config.name), config.s3)
     if newest:
         log.info("found checkpoint %s; the run resumes from it (or from Ray Train's own record)", newest)
-    datasets = {"train": data.train, **({"val": data.val} if data.val is not None else {})}
+    datasets: dict[str, ray.data.Dataset | Callable[[], ray.data.Dataset]] = {"train": data.train}
+    if data.val is not None:
+        datasets["val"] = data.val
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={

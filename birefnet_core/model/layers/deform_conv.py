@@ -48,7 +48,7 @@ def deform_conv2d_torch(
     table = table.reshape(batch * (pixels + 1), channels)
     weight_matrix = weight.permute(0, 2, 3, 1).reshape(out_channels, taps * channels).to(x.dtype)
     if torch.compiler.is_exporting():  # an exported graph has symbolic sizes: all rows at once
-        starts, rows = [0], out_h
+        starts, rows = range(0, 1), out_h
     else:
         rows = max(1, chunk_bytes // (x.element_size() * taps * channels * out_w * batch))
         starts = range(0, out_h, rows)
@@ -82,10 +82,14 @@ def _sample_and_multiply(
     offset = offset[:, :, start : start + rows].float()
     rows = offset.shape[2]
     device = offset.device
-    coords = dict(device=device, dtype=torch.float32)
-    tap_y, tap_x = torch.meshgrid(torch.arange(kh, **coords), torch.arange(kw, **coords), indexing="ij")
-    base_y = torch.arange(start, start + rows, **coords).view(1, rows, 1, 1) - padding
-    base_x = torch.arange(out_w, **coords).view(1, 1, out_w, 1) - padding
+    float32 = torch.float32
+    tap_y, tap_x = torch.meshgrid(
+        torch.arange(kh, device=device, dtype=float32),
+        torch.arange(kw, device=device, dtype=float32),
+        indexing="ij",
+    )
+    base_y = torch.arange(start, start + rows, device=device, dtype=float32).view(1, rows, 1, 1) - padding
+    base_x = torch.arange(out_w, device=device, dtype=float32).view(1, 1, out_w, 1) - padding
     offset = offset.view(batch, taps, 2, rows, out_w).permute(0, 3, 4, 1, 2)  # batch, rows, cols, taps, yx
     y = base_y + tap_y.reshape(taps) + offset[..., 0]
     x = base_x + tap_x.reshape(taps) + offset[..., 1]
@@ -171,6 +175,7 @@ class DeformableConv2d(nn.Module):
         filter."""
         taps = self.modulator_conv.out_channels
         weight = torch.cat((self.offset_conv.weight, self.modulator_conv.weight))
+        assert self.offset_conv.bias is not None and self.modulator_conv.bias is not None  # built with bias
         bias = torch.cat((self.offset_conv.bias, self.modulator_conv.bias))
         both = F.conv2d(x, weight, bias, padding=self.padding)
         offset, modulator = both.split((2 * taps, taps), dim=1)
