@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal, Protocol
 
 import torch
 from filelock import FileLock
@@ -31,7 +31,15 @@ from birefnet_core.size import Size
 from birefnet_core.weights import CheckpointMismatchError, load_model
 from connectors.storage import S3Options, open_input, read_bytes, write_bytes_atomic
 
-__all__ = ["DEFAULT_ONNX_CACHE", "ModelIdentity", "load_inference_model", "load_predictor", "local_device"]
+__all__ = [
+    "DEFAULT_ONNX_CACHE",
+    "ModelIdentity",
+    "ReplicaConfig",
+    "ReplicaSpec",
+    "load_inference_model",
+    "load_predictor",
+    "local_device",
+]
 
 log = logging.getLogger(__name__)
 
@@ -148,44 +156,102 @@ def local_device(choice: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_predictor(
-    weights: str,
-    *,
-    variant: str,
-    size: Size | None,
-    device: str,
-    dtype: str,
-    s3: S3Options,
-    sha256: str | None = None,
-    backend: Backend = "torch",
-    onnx_cache: str | None = None,
-    engine_cache: str | None = None,
-    batch_size: int = 4,
-    cpu_threads: int | None = None,
-    **torch_options: Any,
-) -> tuple[Predictor, ModelIdentity]:
+class ReplicaConfig(Protocol):
+    """What `ReplicaSpec.of` reads off a command's config (`ModelOptions` with storage options)."""
+
+    @property
+    def weights_source(self) -> str: ...
+    @property
+    def weights_sha256(self) -> str | None: ...
+    @property
+    def working_size(self) -> Size | None: ...
+
+    @property
+    def s3(self) -> S3Options: ...
+
+    variant: str
+    backend: Backend
+    onnx_cache: str | None
+    engine_cache: str | None
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """Which model a replica runs, and how: made once from a command's config (`of`) and handed
+    whole to the job's inference actors, `birefnet predict` and the service's replicas, so a
+    misspelt or missing option fails where the spec is made, not when an actor starts on the
+    cluster. Frozen and plain, so it pickles to Ray workers as it is."""
+
+    weights: str
+    variant: str
+    device: str
+    dtype: str
+    s3: S3Options
+    size: Size | None = None
+    sha256: str | None = None
+    backend: Backend = "torch"
+    onnx_cache: str | None = None
+    engine_cache: str | None = None
+    batch_size: int = 4
+    cpu_threads: int | None = None
+    compile: bool = False
+    compile_scope: Literal["model", "backbone"] = "model"
+    cuda_graphs: bool = False
+    tf32: bool = False
+    channels_last: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        config: ReplicaConfig,
+        *,
+        device: str,
+        dtype: str,
+        batch_size: int,
+        cpu_threads: int | None = None,
+        compile: bool = False,
+        compile_scope: Literal["model", "backbone"] = "model",
+        cuda_graphs: bool = False,
+        tf32: bool = False,
+        channels_last: bool = False,
+    ) -> ReplicaSpec:
+        """The spec of ``config``'s model on ``device`` in ``dtype`` (both decided by the caller)."""
+        return cls(
+            weights=config.weights_source, variant=config.variant, device=device, dtype=dtype, s3=config.s3,
+            size=config.working_size, sha256=config.weights_sha256, backend=config.backend,
+            onnx_cache=config.onnx_cache, engine_cache=config.engine_cache, batch_size=batch_size,
+            cpu_threads=cpu_threads, compile=compile, compile_scope=compile_scope, cuda_graphs=cuda_graphs,
+            tf32=tf32, channels_last=channels_last,
+        )  # fmt: skip
+
+
+def load_predictor(spec: ReplicaSpec) -> tuple[Predictor, ModelIdentity]:
     """One model replica ready to run, as the job's inference actors, `birefnet predict` and
     the online service's replicas all build it, and what the manifest says about it (`dtype`:
-    what actually runs). `torch_options` are Predictor's (compile, channels_last, ...)."""
-    if device == "cpu":
+    what actually runs)."""
+    if spec.device == "cpu":
         # Ray caps a 1-CPU actor at one thread; CPU inference should use the whole node.
-        set_cpu_threads(cpu_threads or os.cpu_count() or 1)
+        set_cpu_threads(spec.cpu_threads or os.cpu_count() or 1)
     model, identity = load_inference_model(
-        weights,
-        variant=variant,
-        backend=backend,
-        device=device,
-        dtype=dtype,
-        s3=s3,
-        sha256=sha256,
-        onnx_cache=onnx_cache,
-        engine_cache=engine_cache,
-        batch_size=batch_size,
-        threads=cpu_threads,
+        spec.weights,
+        variant=spec.variant,
+        backend=spec.backend,
+        device=spec.device,
+        dtype=spec.dtype,
+        s3=spec.s3,
+        sha256=spec.sha256,
+        onnx_cache=spec.onnx_cache,
+        engine_cache=spec.engine_cache,
+        batch_size=spec.batch_size,
+        threads=spec.cpu_threads,
     )
-    predictor = Predictor(model, size=size, device=device, dtype=dtype, **torch_options)
-    if device == "cuda" or torch_options.get("compile") or torch_options.get("cuda_graphs"):
+    predictor = Predictor(
+        model, size=spec.size, device=spec.device, dtype=spec.dtype, compile=spec.compile,
+        compile_scope=spec.compile_scope, cuda_graphs=spec.cuda_graphs, tf32=spec.tf32,
+        channels_last=spec.channels_last,
+    )  # fmt: skip
+    if spec.device == "cuda" or spec.compile or spec.cuda_graphs:
         # Compilation, autotuning and CUDA's lazy start-up belong to start-up, not to the first
         # batch (whose rows would carry minutes of infer_seconds).
-        predictor.warm_up(batch_size)
+        predictor.warm_up(spec.batch_size)
     return predictor, dataclasses.replace(identity, dtype=dtype_name(predictor.dtype))

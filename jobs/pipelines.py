@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import ray
@@ -23,6 +22,7 @@ from ray.data import ActorPoolStrategy
 
 from connectors.manifest import RunRef
 
+from .backends import ReplicaSpec
 from .config import SegmentConfig
 from .ray_startup import STAGE_OPTIONS
 from .scene_commits import SceneCommits
@@ -43,7 +43,7 @@ __all__ = [
     "INFERENCE_ACTOR_MEMORY",
     "Runtime",
     "pipeline_dataset",
-    "replica_options",
+    "replica_spec",
     "run_pipeline",
     "scene_run_ref",
 ]
@@ -72,27 +72,14 @@ class Runtime:
     on_skipped: Callable[[int], None] | None = None
 
 
-def replica_options(rt: Runtime) -> dict[str, Any]:
-    """`jobs.backends.load_predictor`'s options (besides the weights): the model the run runs."""
+def replica_spec(rt: Runtime) -> ReplicaSpec:
+    """The model the run's actors run."""
     config = rt.config
-    return {
-        "variant": config.variant,
-        "size": config.working_size,
-        "device": rt.device,
-        "dtype": rt.dtype,
-        "s3": config.s3,
-        "sha256": config.weights_sha256,
-        "batch_size": config.batch_size,
-        "compile": config.compile,
-        "compile_scope": config.compile_scope,
-        "cuda_graphs": config.cuda_graphs,
-        "tf32": config.tf32,
-        "channels_last": config.channels_last,
-        "cpu_threads": config.cpu_threads,
-        "backend": config.backend,
-        "onnx_cache": config.onnx_cache,
-        "engine_cache": config.engine_cache,
-    }
+    return ReplicaSpec.of(
+        config, device=rt.device, dtype=rt.dtype, batch_size=config.batch_size, cpu_threads=config.cpu_threads,
+        compile=config.compile, compile_scope=config.compile_scope, cuda_graphs=config.cuda_graphs,
+        tf32=config.tf32, channels_last=config.channels_last,
+    )  # fmt: skip
 
 
 def scene_run_ref(rt: Runtime) -> RunRef:
@@ -107,7 +94,7 @@ def _infer(ds: ray.data.Dataset, rt: Runtime, batch_size: int | None) -> ray.dat
     low, high = rt.config.concurrency
     return ds.map_batches(
         InferenceStage,
-        fn_constructor_kwargs={"weights": rt.config.weights_source, **replica_options(rt)},
+        fn_constructor_kwargs={"spec": replica_spec(rt)},
         batch_size=batch_size,
         compute=ActorPoolStrategy(min_size=low, max_size=high),
         num_gpus=rt.gpus,

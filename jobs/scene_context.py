@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import ray
@@ -28,6 +28,9 @@ from connectors.storage import S3Options, exists, join_uri, read_bytes, write_by
 
 from .ray_startup import STAGE_OPTIONS
 from .scene_planning import ScenePlan
+
+if TYPE_CHECKING:
+    from .backends import ReplicaSpec  # not at run time: the blend workers stay torch-free
 
 __all__ = ["CONTEXT_FILE", "SceneContext", "context_view", "stage_coarse_map", "stage_contexts"]
 
@@ -91,13 +94,11 @@ def _view_or_error(plan: ScenePlan, size: int, s3: S3Options) -> tuple[str, np.n
         return f"{plan.uri}: reading the whole-scene context failed ({exc})", np.zeros((0, 0, 3), np.uint8)
 
 
-def _segment_views(
-    plans: list[ScenePlan], weights: str, replica: dict[str, Any], s3: S3Options, *views: np.ndarray
-) -> None:
+def _segment_views(plans: list[ScenePlan], replica: ReplicaSpec, s3: S3Options, *views: np.ndarray) -> None:
     """One model replica segments every view and stages each coarse map beside its chunks."""
     from .backends import load_predictor  # here: the blend workers that import SceneContext stay torch-free
 
-    predictor, _ = load_predictor(weights, **replica)
+    predictor, _ = load_predictor(replica)
     for plan, view in zip(plans, views, strict=True):
         stage_coarse_map(plan.staging, predictor.infer_batches(view[None], 1)[0], s3)
 
@@ -114,7 +115,7 @@ def _needs_context(plan: ScenePlan, s3: S3Options) -> bool:
 
 
 def stage_contexts(
-    plans: list[ScenePlan], size: int, weights: str, replica: dict[str, Any], gpus: float, s3: S3Options
+    plans: list[ScenePlan], size: int, replica: ReplicaSpec, gpus: float, s3: S3Options
 ) -> dict[str, str]:
     """Stage the coarse map of every scene that has chunks to do and none yet; returns the
     error of each scene whose view could not be read (by scene id).
@@ -133,6 +134,6 @@ def stage_contexts(
     if readable:
         segment = ray.remote(num_cpus=1, num_gpus=gpus, **STAGE_OPTIONS)(_segment_views)
         plans_done = [plan for plan, _ in readable]
-        ray.get(segment.remote(plans_done, weights, replica, s3, *(view for _, view in readable)))
+        ray.get(segment.remote(plans_done, replica, s3, *(view for _, view in readable)))
         log.info("whole-scene context staged for %d scenes", len(readable))
     return errors

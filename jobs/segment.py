@@ -42,7 +42,7 @@ from .cli import Command
 from .config import SegmentConfig
 from .errors import EXIT_FAILURES, EXIT_JOB_ERROR, EXIT_OK, one_line, traceback_text
 from .listing import list_inputs
-from .pipelines import Runtime, replica_options, run_pipeline, scene_run_ref
+from .pipelines import Runtime, replica_spec, run_pipeline, scene_run_ref
 from .ray_startup import STAGE_OPTIONS, Needs, choose_device, ensure_resources, start_ray
 from .scene_commits import SceneCommits
 from .scene_context import stage_contexts
@@ -194,9 +194,7 @@ def _with_contexts(
     cannot be read become error rows."""
     if not config.scene_context or not plans:
         return plans, []
-    errors = stage_contexts(
-        plans, config.scene_context, config.weights_source, replica_options(rt), rt.gpus, config.s3
-    )
+    errors = stage_contexts(plans, config.scene_context, replica_spec(rt), rt.gpus, config.s3)
     failed = [
         ManifestRow(input=p.ref, run=scene_run_ref(rt), error=errors[p.id]) for p in plans if p.id in errors
     ]

@@ -30,7 +30,7 @@ from connectors.listing import source_of_row
 from connectors.manifest import DoneIndex, InputRef, ManifestRow, RunRef, write_manifest_part
 from connectors.storage import S3Options, StorageUnavailableError, write_bytes_atomic
 
-from .backends import load_predictor
+from .backends import ReplicaSpec, load_predictor
 from .batches import MODEL_KEYS, NO_ERROR, column_batch, rows_of, status_columns
 from .errors import input_error
 from .image_prediction import cutout_png, prepare_encoded
@@ -141,10 +141,9 @@ class PrepareStage:
 class InferenceStage:
     """The accelerator stage: one model replica per actor, loaded once, fed working-size pixels."""
 
-    def __init__(self, weights: str, *, batch_size: int = 4, **options: Any) -> None:
-        """`options` are `jobs.backends.load_predictor`'s: the model the job runs."""
-        self.predictor, identity = load_predictor(weights, batch_size=batch_size, **options)
-        self.batch_size = batch_size
+    def __init__(self, spec: ReplicaSpec) -> None:
+        self.predictor, identity = load_predictor(spec)
+        self.batch_size = spec.batch_size
         self.identity = {key: getattr(identity, key) for key in MODEL_KEYS}
 
     def _infer(self, pixels: list[np.ndarray]) -> list[np.ndarray]:

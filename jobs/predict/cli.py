@@ -29,7 +29,7 @@ from connectors.listing import list_sources
 from connectors.sources import Source, kind_of, named
 from connectors.storage import file_info, version_tag, write_bytes_atomic
 
-from ..backends import load_predictor, local_device
+from ..backends import ReplicaSpec, load_predictor, local_device
 from ..cli import Command
 from ..errors import EXIT_FAILURES, EXIT_OK, input_error
 from ..image_prediction import PreparedInput, cutout_png, prepare_encoded
@@ -163,12 +163,10 @@ def predict(config: PredictConfig) -> int:
         )
     device = local_device(config.device)
     dtype = config.resolved_dtype(device, cpu_has_native_bf16())
-    predictor, identity = load_predictor(
-        config.weights_source, variant=config.variant, size=config.working_size, device=device,
-        dtype=dtype, s3=config.s3, sha256=config.weights_sha256, backend=config.backend,
-        onnx_cache=config.onnx_cache, engine_cache=config.engine_cache,
-        batch_size=config.batch_size, cpu_threads=config.cpu_threads,
-    )  # fmt: skip
+    spec = ReplicaSpec.of(
+        config, device=device, dtype=dtype, batch_size=config.batch_size, cpu_threads=config.cpu_threads
+    )
+    predictor, identity = load_predictor(spec)
     log.info(
         "%d inputs, %s on %s in %s (weights %s)",
         len(sources), identity.backend, device, identity.dtype, identity.weights_source,

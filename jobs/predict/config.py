@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -92,8 +93,9 @@ class PredictConfig(ModelOptions, StorageOptions):
 
     @property
     def output_file(self) -> str | None:
-        """The one file to write when `output` ends in an image suffix, else None (a folder)."""
-        return self.output if file_format(self.output) else None
+        """The one file to write when `output` ends in an image suffix, else None (a folder). A
+        folder that exists already stays a folder, whatever its name (as before files were allowed)."""
+        return self.output if file_format(self.output) and not os.path.isdir(self.output) else None
 
     @property
     def outputs(self) -> list[str]:

@@ -30,7 +30,7 @@ from birefnet_core.quantization import quantize_probabilities
 from birefnet_core.variants import get_variant
 from connectors.images import ImageDecodeError, encode_mask_png, encode_probabilities_png, read_header
 
-from ..backends import load_predictor, local_device
+from ..backends import ReplicaSpec, load_predictor, local_device
 from ..cli import build_config
 from ..image_prediction import PreparedInput, cutout_png, prepare_encoded
 from .api import RequestError, SegmentParams, json_body, read_limited
@@ -56,12 +56,14 @@ class SegmentModel:
         config = ServeConfig.model_validate(settings)
         self.device = local_device(config.device)
         dtype = config.resolved_dtype(self.device, cpu_has_native_bf16())
-        self.predictor, self.identity = load_predictor(
-            config.weights_source, variant=config.variant, size=config.working_size, device=self.device,
-            dtype=dtype, s3=config.s3, sha256=config.weights_sha256, backend=config.backend,
-            onnx_cache=config.onnx_cache, engine_cache=config.engine_cache,
-            batch_size=config.max_batch_size, cpu_threads=config.cpu_threads,
-        )  # fmt: skip
+        spec = ReplicaSpec.of(
+            config,
+            device=self.device,
+            dtype=dtype,
+            batch_size=config.max_batch_size,
+            cpu_threads=config.cpu_threads,
+        )
+        self.predictor, self.identity = load_predictor(spec)
         self.batch_size = config.max_batch_size
         # serve.batch adds these setters to the method at run time; Serve's stubs do not know them.
         self.infer.set_max_batch_size(config.max_batch_size)  # type: ignore[attr-defined]  # see above

@@ -180,6 +180,14 @@ def test_the_mask_file_equals_the_mask_of_the_folder_layout(tmp_path):
     assert (tmp_path / "one.png").read_bytes() == (tmp_path / "dir" / "masks" / "photo.png").read_bytes()
 
 
+def test_an_existing_folder_named_like_an_image_stays_a_folder(tmp_path):
+    image = tmp_path / "photo.png"
+    image.write_bytes(encode_image(object_scene(40, 30, 2), "PNG"))
+    (tmp_path / "out.png").mkdir()
+    assert birefnet(["predict", str(image), "-o", str(tmp_path / "out.png"), "--only-mask", *FLAGS]) == 0
+    assert (tmp_path / "out.png" / "masks" / "photo.png").is_file()
+
+
 def test_an_image_file_as_output_for_a_folder_or_several_inputs_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     for name in ("a.png", "b.png"):

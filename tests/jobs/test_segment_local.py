@@ -250,7 +250,7 @@ def test_a_parquet_lists_boxes_guide_the_jobs_masks_as_predict_does(embedded_ray
     outside[5:50, 10:60] = False
     assert boxed.shape == (90, 120) and not boxed[outside].any() and boxed[5:50, 10:60].any()
     for name, extra in (("boxed.jpg", ["--box", "10,5,60,50"]), ("plain.png", [])):
-        target = tmp_path / f"predicted-{name}"
+        target = tmp_path / f"predicted-{Path(name).stem}"
         assert (
             predict_main([str(src / name), "-o", str(target), "--only-mask", *_predict_flags(), *extra]) == 0
         )

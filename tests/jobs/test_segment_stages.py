@@ -16,6 +16,7 @@ from connectors.images import encode_mask_png
 from connectors.layout import plain_name
 from connectors.manifest import read_manifest
 from connectors.storage import S3Options
+from jobs.backends import ReplicaSpec
 from jobs.batches import column_batch, rows_of
 from jobs.segment_stages import (
     INFERRED_KEYS,
@@ -216,7 +217,9 @@ def test_prepare_passes_an_earlier_error_through():
 @pytest.fixture(scope="module")
 def inferred() -> tuple[list[dict], list[dict]]:
     """One forward pass of random lite weights at 64 x 64 on CPU, for an ok row and an error row."""
-    stage = InferenceStage("random", variant="lite", size=WORK, device="cpu", dtype="float32", s3=S3Options())
+    stage = InferenceStage(
+        ReplicaSpec("random", variant="lite", size=WORK, device="cpu", dtype="float32", s3=S3Options())
+    )
     ok = {
         **_record("ok.jpg"),
         "pixels": _smooth_rgb(*WORK),

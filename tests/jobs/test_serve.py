@@ -23,7 +23,7 @@ from birefnet_core.precision import cpu_has_native_bf16
 from birefnet_core.variants import get_variant
 from connectors.images import encode_mask_png
 from connectors.synthetic import encode_image, object_scene
-from jobs.backends import load_predictor
+from jobs.backends import ReplicaSpec, load_predictor
 from jobs.image_prediction import prepare_encoded
 from jobs.serve import ServeConfig, start_service
 from tests.support.ports import free_ports
@@ -112,7 +112,9 @@ def test_a_served_mask_is_byte_for_byte_the_jobs_mask(service):
     url, config = service
     data, _ = INPUTS["rgb.jpg"]
     dtype = config.resolved_dtype("cpu", cpu_has_native_bf16())  # what the replica chose
-    predictor, _ = load_predictor("demo", variant="demo", size=None, device="cpu", dtype=dtype, s3=config.s3)
+    predictor, _ = load_predictor(
+        ReplicaSpec("demo", variant="demo", device="cpu", dtype=dtype, s3=config.s3)
+    )
     prepared = prepare_encoded(data, "x", get_variant("demo"), None, MAX_PIXELS)
     levels = predictor.infer_batches(prepared.pixels[None], 1, quantize=True)[0]
     expected = encode_mask_png(full_size_mask(levels, prepared.size))

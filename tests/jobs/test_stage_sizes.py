@@ -9,6 +9,7 @@ import torch
 
 from birefnet_core.size import Size
 from connectors.storage import S3Options
+from jobs.backends import ReplicaSpec
 from jobs.batches import column_batch, rows_of
 from jobs.config import SegmentConfig
 from jobs.segment_stages import PREPARED_KEYS, InferenceStage, run_ref
@@ -43,13 +44,15 @@ def _row(index: int, pixels: np.ndarray, error: str = "") -> dict:
 
 def test_inference_groups_ragged_rows_by_size_and_keeps_row_order():
     stage = InferenceStage(
-        "random",
-        variant="lite",
-        size=Size(64, 64),
-        device="cpu",
-        dtype="float32",
-        s3=S3Options(),
-        batch_size=2,
+        ReplicaSpec(
+            "random",
+            variant="lite",
+            size=Size(64, 64),
+            device="cpu",
+            dtype="float32",
+            s3=S3Options(),
+            batch_size=2,
+        )
     )
     rng = np.random.default_rng(0)
     shapes = [(64, 64, 3), (64, 96, 3), (3, 64, 64, 3), (64, 64, 3), (0, 0, 3), (64, 64, 3)]
