@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Tests that use system tools: the report renders in headless Chromium, and GDAL's own
 # command-line tools check the GeoTIFF masks (Debian packages chromium and gdal-bin).
