@@ -115,7 +115,10 @@ class Command:
     name: str
     config: type[BaseModel]
     run: Callable[[Any], int]
-    module: str
+
+    @property
+    def module(self) -> str:
+        return COMMANDS[self.name].module
 
     @property
     def summary(self) -> str:

@@ -114,7 +114,6 @@ COMMAND = Command(
     name="demo",
     config=DemoConfig,
     run=demo,
-    module="jobs.demo",
 )
 
 main = COMMAND.main

@@ -320,7 +320,6 @@ COMMAND = Command(
     name="segment",
     config=SegmentConfig,
     run=segment,
-    module="jobs.segment",
 )
 
 main = COMMAND.main

@@ -65,7 +65,6 @@ COMMAND = Command(
     name="synthesize",
     config=SynthesizeConfig,
     run=synthesize,
-    module="jobs.synthesize",
 )
 
 main = COMMAND.main

@@ -35,7 +35,6 @@ COMMAND = Command(
     name="evaluate",
     config=EvaluateConfig,
     run=evaluate,
-    module="jobs.evaluate",
 )
 
 main = COMMAND.main

@@ -32,7 +32,6 @@ COMMAND = Command(
     name="export",
     config=ExportConfig,
     run=export,
-    module="jobs.export",
 )
 
 main = COMMAND.main

@@ -185,7 +185,6 @@ COMMAND = Command(
     name="predict",
     config=PredictConfig,
     run=predict,
-    module="jobs.predict",
 )
 
 main = COMMAND.main

@@ -41,7 +41,6 @@ COMMAND = Command(
     name="report",
     config=ReportConfig,
     run=report,
-    module="jobs.report",
 )
 
 main = COMMAND.main

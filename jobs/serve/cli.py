@@ -47,7 +47,6 @@ COMMAND = Command(
     name="serve",
     config=ServeConfig,
     run=serve_forever,
-    module="jobs.serve",
 )
 
 main = COMMAND.main

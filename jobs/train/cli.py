@@ -23,7 +23,6 @@ COMMAND = Command(
     name="train",
     config=TrainConfig,
     run=train,
-    module="jobs.train",
 )
 
 main = COMMAND.main
