@@ -27,11 +27,11 @@ from birefnet_core.variants import IMAGENET_MEAN, IMAGENET_STD
 from connectors.listing import list_sources
 from connectors.storage import S3Options, write_bytes_atomic
 from connectors.synthetic import encode_image, object_scene
-from jobs.batches import column_batch, rows_of
-from jobs.cli import build_config
-from jobs.config import SegmentConfig
+from jobs.common.cli import build_config
 from jobs.segment import run
-from jobs.segment_stages import FinishStage, PrepareStage, ReadStage, run_ref
+from jobs.segment.config import SegmentConfig
+from jobs.segment.image_stages import FinishStage, PrepareStage, ReadStage
+from jobs.segment.rows import column_batch, rows_of, run_ref
 
 
 def _cpu() -> float:

@@ -38,8 +38,9 @@ from connectors.listing import item_id, open_parquet_list
 from connectors.manifest import DoneIndex, compact_manifest, write_manifest_part
 from connectors.storage import S3Options
 from connectors.synthetic import encode_image, object_scene
-from jobs.segment import _SharedIndex
-from jobs.segment_stages import FinishStage, ReadStage, run_ref
+from jobs.segment.driver import _SharedIndex
+from jobs.segment.image_stages import FinishStage, ReadStage
+from jobs.segment.rows import run_ref
 
 REPO = Path(__file__).resolve().parents[1]
 NEW_FRACTION = 0.01

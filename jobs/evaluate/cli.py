@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from connectors.storage import join_uri
 
-from ..cli import Command
-from ..errors import EXIT_OK, JobError
+from ..common.cli import Command
+from ..common.errors import EXIT_OK, JobError
 from .config import EvaluateConfig
 from .evaluation import run
 from .outputs import REPORT_FILES, markdown_table, problem_lines

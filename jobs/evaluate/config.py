@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from ..shared_options import RayOptions, StorageOptions
+from ..common.options import RayOptions, StorageOptions
 
 #: ``--parallel auto`` runs on Ray Data from this many pairs on; fewer are scored in a plain loop,
 #: where starting Ray (and importing torch in every worker) would cost more than it saves.

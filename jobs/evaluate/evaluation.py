@@ -31,7 +31,7 @@ def run(config: EvaluateConfig) -> EvaluationReport:
         mode = "ray" if len(pairs) >= RAY_MIN_PAIRS else "local"
     log.info("%d pairs in %d datasets, scoring on %s", len(pairs), len(pairing.datasets), mode)
     if mode == "ray" and pairs:
-        from ..ray_startup import start_ray
+        from ..common.ray_startup import start_ray
 
         started_ray = start_ray(config.ray_address, config.workers)
         try:

@@ -8,8 +8,8 @@ from birefnet_core.onnx_export import export_onnx
 from birefnet_core.weights import load_model
 from connectors.storage import open_input, write_bytes_atomic
 
-from ..cli import Command
-from ..errors import EXIT_OK
+from ..common.cli import Command
+from ..common.errors import EXIT_OK
 from .config import ExportConfig
 
 __all__ = ["COMMAND", "export", "main"]

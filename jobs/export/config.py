@@ -11,7 +11,7 @@ from birefnet_core.onnx_export import DEFAULT_OPSET, MIN_OPSET, OnnxExportSettin
 from birefnet_core.size import Size
 from birefnet_core.variants import VARIANTS
 
-from ..shared_options import Resolution, StorageOptions, WeightsOptions
+from ..common.options import Resolution, StorageOptions, WeightsOptions
 
 __all__ = ["ExportConfig"]
 

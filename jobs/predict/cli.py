@@ -1,8 +1,8 @@
 """`birefnet predict IMAGE... -o OUT`: masks and cut-outs of local images, without Ray.
 
 The batch job's pieces, run in this process: listing and reading (`connectors`), the model as an
-inference actor builds it (`jobs.backends.load_predictor`), the image path of its stages
-(`jobs.image_prediction`) and its output layout, so a mask written here is byte for byte the
+inference actor builds it (`jobs.common.replicas.load_predictor`), the image path of its stages
+(`jobs.common.image_prediction`) and its output layout, so a mask written here is byte for byte the
 mask the job writes for the same image, weights and resolution. A bad image is reported and
 skipped; the exit code is 1 when any image failed.
 """
@@ -29,10 +29,10 @@ from connectors.listing import list_sources
 from connectors.sources import Source, kind_of, named
 from connectors.storage import file_info, version_tag, write_bytes_atomic
 
-from ..backends import ReplicaSpec, load_predictor, local_device
-from ..cli import Command
-from ..errors import EXIT_FAILURES, EXIT_OK, input_error
-from ..image_prediction import PreparedInput, cutout_png, prepare_encoded
+from ..common.cli import Command
+from ..common.errors import EXIT_FAILURES, EXIT_OK, input_error
+from ..common.image_prediction import PreparedInput, cutout_png, prepare_encoded
+from ..common.replicas import ReplicaSpec, load_predictor, local_device
 from .config import PredictConfig
 
 __all__ = ["COMMAND", "main", "predict"]

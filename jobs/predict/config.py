@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from birefnet_core.box_guidance import DEFAULT_BOX_MARGIN, Box
 from connectors.images import file_format
 
-from ..shared_options import Colour, ModelOptions, StorageOptions, absolute_local_path
+from ..common.options import Colour, ModelOptions, StorageOptions, absolute_local_path
 
 __all__ = ["PredictConfig"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
-from ..cli import Command
-from ..errors import EXIT_OK
-from ..shared_options import StorageOptions
+from ..common.cli import Command
+from ..common.errors import EXIT_OK
+from ..common.options import StorageOptions
 from .build import build_report
 
 __all__ = ["COMMAND", "ReportConfig", "main", "report"]

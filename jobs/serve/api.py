@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from birefnet_core.box_guidance import Box
 
-from ..shared_options import Colour, CommaSeparated
+from ..common.options import Colour, CommaSeparated
 
 __all__ = ["RequestError", "SegmentParams", "json_body", "read_limited"]
 

@@ -7,9 +7,9 @@ import threading
 
 from ray import serve
 
-from ..cli import Command
-from ..errors import EXIT_OK
-from ..ray_startup import start_ray
+from ..common.cli import Command
+from ..common.errors import EXIT_OK
+from ..common.ray_startup import start_ray
 from .config import ServeConfig
 from .deployments import build_app
 

@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from birefnet_core.box_guidance import DEFAULT_BOX_MARGIN
 
-from ..shared_options import ModelOptions, RayOptions, StorageOptions
+from ..common.options import ModelOptions, RayOptions, StorageOptions
 
 __all__ = ["ServeConfig"]
 

@@ -4,7 +4,7 @@
 batches concurrent requests with `@serve.batch`; it runs where the GPUs are. `SegmentIngress` is
 the HTTP side (FastAPI): it reads and checks the request, decodes and resizes the image, awaits
 the model, and encodes the answer, on CPU replicas that scale apart from the model's. The image
-path is the job's (`jobs.image_prediction`), so a mask served equals the mask the job writes.
+path is the job's (`jobs.common.image_prediction`), so a mask served equals the mask the job writes.
 """
 
 import asyncio
@@ -30,9 +30,9 @@ from birefnet_core.quantization import quantize_probabilities
 from birefnet_core.variants import get_variant
 from connectors.images import ImageDecodeError, encode_mask_png, encode_probabilities_png, read_header
 
-from ..backends import ReplicaSpec, load_predictor, local_device
-from ..cli import build_config
-from ..image_prediction import PreparedInput, cutout_png, prepare_encoded
+from ..common.cli import build_config
+from ..common.image_prediction import PreparedInput, cutout_png, prepare_encoded
+from ..common.replicas import ReplicaSpec, load_predictor, local_device
 from .api import RequestError, SegmentParams, json_body, read_limited
 from .config import ServeConfig
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..cli import Command
-from ..errors import EXIT_OK
+from ..common.cli import Command
+from ..common.errors import EXIT_OK
 from .config import TrainConfig
 from .run import run
 

@@ -13,7 +13,7 @@ from birefnet_core.size import Size
 from birefnet_core.variants import VARIANTS
 from connectors.training_augment import AUGMENTATIONS, DEFAULT_AUGMENTATIONS
 
-from ..shared_options import CommaSeparated, RayOptions, Resolution, StorageOptions, VariantName
+from ..common.options import CommaSeparated, RayOptions, Resolution, StorageOptions, VariantName
 
 __all__ = ["DEFAULT_RESOLUTION", "TrainConfig"]
 

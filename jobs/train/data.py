@@ -26,7 +26,7 @@ from connectors.storage import S3Options, read_bytes
 from connectors.training_augment import augment_pair, resize_pair
 from connectors.training_pairs import TrainingPair, list_training_pairs, pairs_table
 
-from ..ray_startup import STAGE_OPTIONS
+from ..common.ray_startup import STAGE_OPTIONS
 
 __all__ = ["TrainingData", "load_pairs", "split_pairs", "training_datasets", "training_pairs"]
 

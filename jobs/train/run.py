@@ -26,8 +26,8 @@ from birefnet_core.weights import load_state_dict, state_dict_bytes
 from connectors.filesystems import arrow_filesystem
 from connectors.storage import join_uri, write_bytes_atomic
 
-from ..errors import JobError, root_cause
-from ..ray_startup import start_ray
+from ..common.errors import JobError, root_cause
+from ..common.ray_startup import start_ray
 from .checkpoints import INFO_FILE, MODEL_FILE, latest_complete_checkpoint
 from .config import TrainConfig
 from .data import training_datasets, training_pairs

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.cli import build_config
-from jobs.config import SegmentConfig
+from jobs.common.cli import build_config
+from jobs.segment.config import SegmentConfig
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.cli import COMMAND_MODULES, COMMANDS, ConfigError, commands, load_command, main, parse_config
-from jobs.config import SegmentConfig
-from jobs.errors import EXIT_JOB_ERROR
+from jobs.common.cli import COMMAND_MODULES, COMMANDS, ConfigError, commands, load_command, main, parse_config
+from jobs.common.errors import EXIT_JOB_ERROR
+from jobs.segment.config import SegmentConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ["segment", "--input", "in/", "--output", "out/"]
@@ -89,7 +89,7 @@ def test_python_dash_m_runs_a_commands_module():
 def test_the_command_list_loads_no_command():
     """`birefnet --help` imports no command module: none of torch, Ray or the commands' own."""
     probe = (
-        "import sys\nfrom jobs.cli import COMMAND_MODULES, main\n"
+        "import sys\nfrom jobs.common.cli import COMMAND_MODULES, main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in (*COMMAND_MODULES, 'torch', 'ray') if m in sys.modules))"
     )

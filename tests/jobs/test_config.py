@@ -3,8 +3,8 @@ from functools import partial
 
 import pytest
 
-from jobs.cli import ConfigError, parse_config
-from jobs.config import SegmentConfig
+from jobs.common.cli import ConfigError, parse_config
+from jobs.segment.config import SegmentConfig
 
 BASE = ["--input", "in/", "--output", "out/"]
 parse_args = partial(parse_config, SegmentConfig)

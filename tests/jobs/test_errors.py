@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.storage import StorageUnavailableError
-from jobs.errors import JobError, one_line
+from jobs.common.errors import JobError, one_line
 
 
 def _fails(batch):

@@ -21,7 +21,7 @@ from connectors.listing import item_id
 from connectors.manifest import latest_rows, read_manifest
 from connectors.storage import S3Options
 from connectors.synthetic import encode_image, object_scene
-from jobs.errors import EXIT_JOB_ERROR, EXIT_OK
+from jobs.common.errors import EXIT_JOB_ERROR, EXIT_OK
 from tests.support.ray_cluster import kill_processes_with_env, pids_with_env
 
 pytestmark = pytest.mark.slow

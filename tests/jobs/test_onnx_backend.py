@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 from connectors.manifest import read_manifest
-from jobs import backends
-from jobs.backends import load_inference_model
-from jobs.cli import ConfigError, build_config
-from jobs.config import SegmentConfig
+from jobs.common import replicas
+from jobs.common.cli import ConfigError, build_config
+from jobs.common.replicas import load_inference_model
 from jobs.segment import run
+from jobs.segment.config import SegmentConfig
 from tests.support.job_corpus import BAD, BOMB_LIMIT, GOOD, write_corpus
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +109,7 @@ def test_a_checkpoint_is_exported_once_per_machine_and_then_reused(monkeypatch, 
         exports.append(settings)
         return demo_onnx.read_bytes()
 
-    monkeypatch.setattr(backends, "export_onnx", fake_export)
+    monkeypatch.setattr(replicas, "export_onnx", fake_export)
     for _ in range(2):
         _, identity = load_inference_model(
             "demo", variant="demo", backend="onnxruntime", device="cpu", dtype="float32",

@@ -12,7 +12,7 @@ import tifffile
 from PIL import Image
 
 from connectors.synthetic import encode_image, object_scene
-from jobs.cli import main as birefnet
+from jobs.common.cli import main as birefnet
 
 FLAGS = [
     "--variant",

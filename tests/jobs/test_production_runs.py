@@ -15,7 +15,7 @@ import pytest
 import rasterio
 
 from connectors.manifest import latest_rows, read_manifest
-from jobs.errors import EXIT_JOB_ERROR, EXIT_OK
+from jobs.common.errors import EXIT_JOB_ERROR, EXIT_OK
 from jobs.segment import main
 from tests.support.production_corpus import (
     BAD,

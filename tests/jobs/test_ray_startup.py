@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from jobs import ray_startup
-from jobs.ray_startup import Needs, ResourceError, choose_device, ensure_resources
+from jobs.common import ray_startup
+from jobs.common.ray_startup import Needs, ResourceError, choose_device, ensure_resources
 
 
 def test_explicit_devices_and_gpu_reservations_decide_without_asking():
@@ -25,7 +25,7 @@ def test_an_embedded_ray_without_gpus_runs_on_cpu_at_once(embedded_ray):
 
 def test_a_cluster_without_gpus_is_asked_for_one_then_cpu_after_the_wait(embedded_ray, caplog):
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="jobs.ray_startup"):
+    with caplog.at_level(logging.WARNING, logger="jobs.common.ray_startup"):
         assert choose_device("auto", embedded=False, gpus_per_actor=None, wait_s=0.5) == "cpu"
     assert time.monotonic() - started >= 0.5
     assert "asked for one" in caplog.text and "no GPU node joined" in caplog.text
@@ -43,7 +43,10 @@ def test_a_gpu_node_that_joins_during_the_wait_is_used(embedded_ray, monkeypatch
 def test_a_cluster_short_of_cpus_is_asked_and_given_the_wait_before_the_refusal(embedded_ray, caplog):
     ensure_resources(Needs(cpus=1, what="one actor"), embedded=False, wait_s=30)  # enough: no wait
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="jobs.ray_startup"), pytest.raises(ResourceError) as err:
+    with (
+        caplog.at_level(logging.WARNING, logger="jobs.common.ray_startup"),
+        pytest.raises(ResourceError) as err,
+    ):
         ensure_resources(Needs(cpus=64, what="64 actors"), embedded=False, wait_s=0.5)
     assert time.monotonic() - started >= 0.5
     assert "waiting up to" in caplog.text

@@ -8,10 +8,10 @@ import pytest
 
 from birefnet_core.size import Size
 from connectors.storage import S3Options
-from jobs.backends import ReplicaSpec
-from jobs.config import SegmentConfig
-from jobs.pipelines import Runtime, replica_spec
+from jobs.common.replicas import ReplicaSpec
 from jobs.predict.config import PredictConfig
+from jobs.segment.config import SegmentConfig
+from jobs.segment.pipelines import Runtime, replica_spec
 from jobs.serve.config import ServeConfig
 
 

@@ -5,9 +5,9 @@ import ray
 
 from connectors.manifest import RunRef
 from connectors.raster import Chunk, RasterInfo
-from jobs.batches import column_batch, status_columns
-from jobs.scene_commits import SceneCommits
-from jobs.scene_planning import ScenePlan
+from jobs.segment.rows import column_batch, status_columns
+from jobs.segment.scene_commits import SceneCommits
+from jobs.segment.scene_planning import ScenePlan
 
 INFO = RasterInfo(
     200, 100, 3, ("uint8",) * 3, None, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), None, False, ((100, 200),) * 3
@@ -43,7 +43,7 @@ def _chunk_rows(scene: str, cols: list[int], error: str = "") -> dict[str, np.nd
 
 def test_each_scene_commits_once_when_its_last_chunk_arrives(embedded_ray, monkeypatch):
     recorder = _RecordingCommit()
-    monkeypatch.setattr("jobs.scene_commits.ray.remote", lambda **_: lambda fn: recorder)
+    monkeypatch.setattr("jobs.segment.scene_commits.ray.remote", lambda **_: lambda fn: recorder)
     commits = SceneCommits(
         [_plan("a", 3), _plan("b", 2, staged=2), _plan("c", 2)], "/out", None, RunRef("r", "v", "t")
     )

@@ -14,9 +14,9 @@ from birefnet_core.tiling import TilingOptions, predict_tiled
 from birefnet_core.variants import IMAGENET_MEAN, IMAGENET_STD
 from connectors.manifest import read_manifest
 from connectors.raster import read_window
-from jobs.cli import build_config
-from jobs.config import SegmentConfig
+from jobs.common.cli import build_config
 from jobs.segment import run
+from jobs.segment.config import SegmentConfig
 from tests.support.geotiff_scenes import make_geotiff
 from tests.support.scene_harness import plan_of, run_scene, settings, stand_in_inference
 
@@ -114,9 +114,9 @@ def _mask(row) -> np.ndarray:
 def _stage_some(plan, count):
     """What a run killed after ``count`` chunks leaves: those chunks staged, no commit."""
     from connectors.storage import S3Options
-    from jobs.batches import column_batch, rows_of
-    from jobs.scene_context import SceneContext
-    from jobs.scene_stages import ChunkBlendStage, ChunkTileStage, chunk_rows
+    from jobs.segment.rows import column_batch, rows_of
+    from jobs.segment.scene_context import SceneContext
+    from jobs.segment.scene_stages import ChunkBlendStage, ChunkTileStage, chunk_rows
 
     s3 = S3Options()
     tiler, blender = (
@@ -181,7 +181,7 @@ def test_a_scene_whose_chunks_were_all_staged_commits_without_segmenting(tmp_pat
 @pytest.mark.parametrize("weight", [0.5, 1.0])
 def test_whole_scene_context_equals_predict_tiled_with_context(tmp_path, weight):
     from connectors.storage import S3Options
-    from jobs.scene_context import SceneContext, context_view, stage_coarse_map
+    from jobs.segment.scene_context import SceneContext, context_view, stage_coarse_map
 
     path = make_geotiff(tmp_path / "scene.tif", 333, 250, 4, dtype="uint16")
     plan = plan_of(path, settings(str(tmp_path / "staging"), CHUNK, OVERLAP, [3, 2, 1]))

@@ -9,8 +9,8 @@ import pytest
 from connectors.listing import Source, sources_table
 from connectors.storage import S3Options
 from connectors.synthetic import encode_image, object_scene
-from jobs.listing import _split
-from jobs.scene_planning import plan_candidate
+from jobs.segment.listing import _split
+from jobs.segment.scene_planning import plan_candidate
 from tests.support.geotiff_scenes import make_geotiff
 from tests.support.scene_harness import settings
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-import jobs.scene_planning
-from jobs.config import SegmentConfig
-from jobs.scene_planning import SceneSettings
+import jobs.segment.scene_planning
+from jobs.segment.config import SegmentConfig
+from jobs.segment.scene_planning import SceneSettings
 
 BASE = {"input": "in/", "output": "out/"}
 
@@ -37,7 +37,7 @@ def test_settings_that_do_not_decide_pixels_keep_the_key() -> None:
 
 def test_another_chunk_placement_changes_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     before = key()
-    monkeypatch.setattr(jobs.scene_planning, "CHUNK_PLAN", "fixed-cuts")
+    monkeypatch.setattr(jobs.segment.scene_planning, "CHUNK_PLAN", "fixed-cuts")
     assert key() != before
 
 

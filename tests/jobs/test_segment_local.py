@@ -8,11 +8,11 @@ from PIL import Image
 
 from connectors.listing import list_sources, sources_table
 from connectors.manifest import DoneIndex, read_manifest
-from jobs.cli import build_config
-from jobs.config import SegmentConfig
-from jobs.pipelines import Runtime, pipeline_dataset
-from jobs.ray_startup import STAGE_OPTIONS
+from jobs.common.cli import build_config
+from jobs.common.ray_startup import STAGE_OPTIONS
 from jobs.segment import main, run
+from jobs.segment.config import SegmentConfig
+from jobs.segment.pipelines import Runtime, pipeline_dataset
 from tests.support.geotiff_scenes import make_geotiff
 from tests.support.job_corpus import BAD, BOMB_LIMIT, GOOD, SMOKE_FLAGS, expected_size, write_corpus
 from tests.support.scene_harness import plan_of, settings

@@ -16,17 +16,16 @@ from connectors.images import encode_mask_png
 from connectors.layout import plain_name
 from connectors.manifest import read_manifest
 from connectors.storage import S3Options
-from jobs.backends import ReplicaSpec
-from jobs.batches import column_batch, rows_of
-from jobs.segment_stages import (
+from jobs.common.replicas import ReplicaSpec
+from jobs.segment.image_stages import (
     INFERRED_KEYS,
     PREPARED_KEYS,
     RECORD_KEYS,
     FinishStage,
     InferenceStage,
     PrepareStage,
-    run_ref,
 )
+from jobs.segment.rows import column_batch, rows_of, run_ref
 
 WORK = Size(height=64, width=64)
 
@@ -397,7 +396,7 @@ def test_fast_jpeg_path_matches_pillow(mode, box):
     from birefnet_core.variants import get_variant
     from connectors.images import decode_image
     from connectors.synthetic import object_scene
-    from jobs.image_prediction import prepare_encoded
+    from jobs.common.image_prediction import prepare_encoded
 
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees on display
@@ -413,7 +412,7 @@ def test_fast_jpeg_path_matches_pillow(mode, box):
 
 
 def test_a_bad_box_is_an_error_row_naming_the_input_and_the_box():
-    from jobs.segment_stages import PrepareStage
+    from jobs.segment.image_stages import PrepareStage
 
     stage = PrepareStage("lite", Size(64, 64), keep_bytes=False, max_pixels=10**7)
     rows = [_record("a.jpg", _jpeg(40, 60), box=box) for box in ("1,2,3", "70,0,90,10", "0,0,30,20")]

@@ -23,8 +23,8 @@ from birefnet_core.precision import cpu_has_native_bf16
 from birefnet_core.variants import get_variant
 from connectors.images import encode_mask_png
 from connectors.synthetic import encode_image, object_scene
-from jobs.backends import ReplicaSpec, load_predictor
-from jobs.image_prediction import prepare_encoded
+from jobs.common.image_prediction import prepare_encoded
+from jobs.common.replicas import ReplicaSpec, load_predictor
 from jobs.serve import ServeConfig, start_service
 from tests.support.ports import free_ports
 

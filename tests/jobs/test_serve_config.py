@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.cli import ConfigError, build_config, parse_config
+from jobs.common.cli import ConfigError, build_config, parse_config
 from jobs.serve.api import RequestError, SegmentParams
 from jobs.serve.config import ServeConfig
 

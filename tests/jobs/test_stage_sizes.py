@@ -9,10 +9,10 @@ import torch
 
 from birefnet_core.size import Size
 from connectors.storage import S3Options
-from jobs.backends import ReplicaSpec
-from jobs.batches import column_batch, rows_of
-from jobs.config import SegmentConfig
-from jobs.segment_stages import PREPARED_KEYS, InferenceStage, run_ref
+from jobs.common.replicas import ReplicaSpec
+from jobs.segment.config import SegmentConfig
+from jobs.segment.image_stages import PREPARED_KEYS, InferenceStage
+from jobs.segment.rows import column_batch, rows_of, run_ref
 
 
 @pytest.fixture(autouse=True)

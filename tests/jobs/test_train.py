@@ -28,7 +28,7 @@ from birefnet_core.size import Size
 from birefnet_core.variants import IMAGENET_MEAN, IMAGENET_STD
 from birefnet_core.weights import detect_backbone, load_model, load_state_dict
 from connectors.synthetic import encode_image, training_scene
-from jobs.errors import EXIT_JOB_ERROR, EXIT_OK
+from jobs.common.errors import EXIT_JOB_ERROR, EXIT_OK
 from jobs.train.checkpoints import latest_complete_checkpoint
 from jobs.train.data import load_pairs
 from tests.support.ray_cluster import kill_processes_with_env

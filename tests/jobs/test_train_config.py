@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from jobs.cli import ConfigError, parse_config
+from jobs.common.cli import ConfigError, parse_config
 from jobs.train.config import TrainConfig
 from jobs.train.loop import lr_factor
 

@@ -14,7 +14,7 @@ HEAVY = ("torch", "torchvision", "timm")
 PROBE = f"""
 import sys, tempfile
 from pathlib import Path
-import jobs.scene_commits, jobs.scene_planning
+import jobs.segment.scene_commits, jobs.segment.scene_planning
 from tests.support.geotiff_scenes import make_geotiff
 from tests.support.scene_harness import plan_of, run_scene, settings, stand_in_inference
 

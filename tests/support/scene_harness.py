@@ -16,10 +16,10 @@ from connectors.manifest import RunRef, read_manifest
 from connectors.raster import read_info
 from connectors.staging import settings_key
 from connectors.storage import S3Options
-from jobs.batches import column_batch, rows_of
-from jobs.scene_context import SceneContext
-from jobs.scene_planning import ScenePlan, SceneSettings, plan_scene
-from jobs.scene_stages import ChunkBlendStage, ChunkTileStage, chunk_rows, commit_scene
+from jobs.segment.rows import column_batch, rows_of
+from jobs.segment.scene_context import SceneContext
+from jobs.segment.scene_planning import ScenePlan, SceneSettings, plan_scene
+from jobs.segment.scene_stages import ChunkBlendStage, ChunkTileStage, chunk_rows, commit_scene
 
 Batch = dict[str, np.ndarray]
 MODEL_IDENTITY = {

@@ -1,10 +1,10 @@
-"""`python -m jobs.segment`: segment an image archive with BiRefNet on Ray.
+"""The segmentation job's driver: what `birefnet segment` / `python -m jobs.segment` runs.
 
 Lists the inputs on the cluster, skips what earlier runs finished, plans the scenes (reusing the
-chunks an interrupted run staged) and runs images and scenes in one stream (`jobs.pipelines`).
+chunks an interrupted run staged) and runs images and scenes in one stream (`jobs.segment.pipelines`).
 Runs on an embedded local Ray, or joins the cluster given by --ray-address / RAY_ADDRESS (as
 inside `ray job submit`). Every run ends by writing
-`runs/<run_id>/summary.json`; the exit code says how it ended (`jobs.errors`).
+`runs/<run_id>/summary.json`; the exit code says how it ended (`jobs.common.errors`).
 """
 
 from __future__ import annotations
@@ -37,17 +37,16 @@ from connectors.storage import (
     write_bytes_atomic,
 )
 
-from .batches import status_columns
-from .cli import Command
+from ..common.cli import Command
+from ..common.errors import EXIT_FAILURES, EXIT_JOB_ERROR, EXIT_OK, one_line, traceback_text
+from ..common.ray_startup import STAGE_OPTIONS, Needs, choose_device, ensure_resources, start_ray
 from .config import SegmentConfig
-from .errors import EXIT_FAILURES, EXIT_JOB_ERROR, EXIT_OK, one_line, traceback_text
 from .listing import list_inputs
 from .pipelines import Runtime, replica_spec, run_pipeline, scene_run_ref
-from .ray_startup import STAGE_OPTIONS, Needs, choose_device, ensure_resources, start_ray
+from .rows import run_ref, status_columns
 from .scene_commits import SceneCommits
 from .scene_context import stage_contexts
 from .scene_planning import ScenePlan, SceneSettings, plan_candidate, scene_error_row
-from .segment_stages import run_ref
 
 __all__ = ["COMMAND", "RunSummary", "main", "run"]
 
@@ -323,7 +322,3 @@ COMMAND = Command(
 )
 
 main = COMMAND.main
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Options every command shares: how to reach S3 and which Ray to join.
 
 Config models inherit these, so each option is declared, described and validated once and the
-command line (`jobs.cli`) shows them in their own groups.
+command line (`jobs.common.cli`) shows them in their own groups.
 """
 
 from __future__ import annotations

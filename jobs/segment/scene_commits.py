@@ -19,9 +19,9 @@ import ray
 from connectors.manifest import ManifestRow, RunRef, write_manifest_part
 from connectors.storage import StorageUnavailableError
 
-from .batches import rows_of, status_columns
-from .errors import root_cause
-from .ray_startup import STAGE_OPTIONS
+from ..common.errors import root_cause
+from ..common.ray_startup import STAGE_OPTIONS
+from .rows import rows_of, status_columns
 from .scene_planning import ScenePlan
 from .scene_stages import commit_scene
 

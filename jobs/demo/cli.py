@@ -19,8 +19,7 @@ from birefnet_core.weights import RANDOM_WEIGHTS, WeightsNotFoundError, resolve_
 from connectors.storage import write_bytes_atomic
 from connectors.synthetic import encode_image, object_scene
 
-from . import segment
-from .cli import Command
+from ..common.cli import Command, load_command
 
 __all__ = ["COMMAND", "DemoConfig", "DemoModel", "choose_weights", "demo", "main", "make_samples"]
 
@@ -96,7 +95,9 @@ def demo(config: DemoConfig) -> int:
     make_samples(config.input)
     model = choose_weights(config.weights, config.resolution)
     size = ["--resolution", model.resolution] if model.resolution else []
-    code = segment.main(
+    # Through the command line's registry, as a user would type `birefnet segment ...`: the demo
+    # depends on the segment command's documented flags, never on its modules.
+    code = load_command("segment").main(
         [
             "--input", str(config.input), "--output", str(config.output), "--variant", model.variant,
             "--weights", model.weights, *size, "--device", "cpu",
@@ -117,7 +118,3 @@ COMMAND = Command(
 )
 
 main = COMMAND.main
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

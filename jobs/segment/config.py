@@ -1,6 +1,6 @@
 """Configuration of the segmentation job: one validated pydantic model.
 
-Loaded from a YAML/JSON file (`--config`) with command-line flags on top (`jobs.cli`); every
+Loaded from a YAML/JSON file (`--config`) with command-line flags on top (`jobs.common.cli`); every
 error names the option. The resolved config is written beside the outputs so a run can be
 repeated exactly.
 """
@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from birefnet_core.box_guidance import DEFAULT_BOX_MARGIN
 from birefnet_core.variants import VARIANTS
 
-from .shared_options import CommaSeparated, ModelOptions, RayOptions, StorageOptions, absolute_local_path
+from ..common.options import CommaSeparated, ModelOptions, RayOptions, StorageOptions, absolute_local_path
 
 __all__ = ["SegmentConfig"]
 

@@ -16,9 +16,9 @@ from connectors.images import encode_mask_png
 from connectors.storage import join_uri, write_bytes_atomic
 from connectors.synthetic import encode_image, training_scene
 
-from .cli import Command
-from .errors import EXIT_OK
-from .shared_options import StorageOptions
+from ..common.cli import Command
+from ..common.errors import EXIT_OK
+from ..common.options import StorageOptions
 
 __all__ = ["COMMAND", "SynthesizeConfig", "main", "scene_seed", "synthesize"]
 
@@ -68,7 +68,3 @@ COMMAND = Command(
 )
 
 main = COMMAND.main
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,9 +1,9 @@
 """Stages of the scene path: rasters far larger than memory, segmented chunk by chunk.
 
-A scene is cut into chunks (core plus halo, `jobs.scene_planning`); each chunk is read through a
+A scene is cut into chunks (core plus halo, `jobs.segment.scene_planning`); each chunk is read through a
 window on a CPU worker and cut into model-sized tiles, the tiles go through the same
 `InferenceStage` as ordinary images, and a CPU worker blends them (`birefnet_core.tiling`),
-fuses the whole-scene context when the run has one (`jobs.scene_context`), keeps the chunk's
+fuses the whole-scene context when the run has one (`jobs.segment.scene_context`), keeps the chunk's
 core and stages it with its statistics, compressed and with its overviews
 (`connectors.raster.write_chunk`). When every chunk of a scene is staged, `commit_scene` stitches
 them into one Cloud-Optimised GeoTIFF, commits the scene's manifest row and only then drops the
@@ -40,7 +40,7 @@ from connectors.raster import (
 from connectors.raster.windows import Window
 from connectors.storage import S3Options, StorageUnavailableError
 
-from .batches import MODEL_KEYS, column_batch, rows_of, status_columns
+from .rows import MODEL_KEYS, column_batch, rows_of, status_columns
 from .scene_context import SceneContext
 from .scene_planning import ScenePlan
 

@@ -2,7 +2,7 @@
 
 Decode (libjpeg-turbo for plain JPEGs, Pillow for everything else), crop to a guiding box, resize
 to the working size; and back: the cut-out (the mask at the image's own size is `birefnet_core.postprocessing`'s). The
-job's stages (`jobs.segment_stages`), `birefnet predict` and the online service all go through
+job's stages (`jobs.segment.image_stages`), `birefnet predict` and the online service all go through
 here, so one image, weights and resolution give the same mask bytes wherever they run.
 """
 

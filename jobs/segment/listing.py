@@ -6,14 +6,14 @@ S3 Inventory export: the way in at 10M+ inputs) is read by Ray Data in parallel 
 workers; a `.txt` list is read on the driver. Wherever the rows come from, the task that has
 them drops the inputs the done-index knows (one vectorised look-up per block) and hands on the
 rest in blocks of `SOURCES_PER_BLOCK` rows that stay in the object store. Only counts, folder
-names and the scene candidates (rasters that may be read by window: `jobs.scene_planning`) reach
+names and the scene candidates (rasters that may be read by window: `jobs.segment.scene_planning`) reach
 the driver.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,12 +41,14 @@ from connectors.listing import (
 from connectors.manifest import DoneIndex
 from connectors.storage import S3Options, exists
 
-from .ray_startup import STAGE_OPTIONS
-from .segment_stages import DoneLookup
+from ..common.ray_startup import STAGE_OPTIONS
 
-__all__ = ["SOURCES_PER_BLOCK", "Listing", "drop_done", "list_inputs"]
+__all__ = ["SOURCES_PER_BLOCK", "DoneLookup", "Listing", "drop_done", "list_inputs"]
 
 log = logging.getLogger(__name__)
+
+#: Hands a task the done-index when it needs it (on a cluster: from the object store).
+DoneLookup = Callable[[], DoneIndex]
 
 #: Rows per block handed to the pipeline: one read task takes a block (reading and decoding its
 #: inputs one after another), so blocks are small enough to spread a first night over a cluster.
@@ -88,7 +90,7 @@ def _ends_with_any(paths: pa.ChunkedArray, extensions: frozenset[str]) -> pa.Chu
 
 def _split(table: pa.Table, scene_min_bytes: int) -> tuple[pa.Table, pa.Table]:
     """(images and shards, scene candidates): rasters the scene path may read (their headers
-    decide, `jobs.scene_planning`), and PNG/JPEG files of at least ``scene_min_bytes``."""
+    decide, `jobs.segment.scene_planning`), and PNG/JPEG files of at least ``scene_min_bytes``."""
     lowered = pc.utf8_lower(table.column("relative_path"))
     large = pc.greater_equal(table.column("size"), scene_min_bytes)
     maybe = pc.or_(

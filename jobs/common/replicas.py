@@ -150,7 +150,7 @@ def load_inference_model(
 def local_device(choice: str) -> str:
     """`auto` as a process that already runs where it will (`predict`, a Serve replica) means
     it: cuda when this process sees a GPU, else cpu. The job decides for its actors instead
-    (`jobs.ray_startup.choose_device`)."""
+    (`jobs.common.ray_startup.choose_device`)."""
     if choice != "auto":
         return choice
     return "cuda" if torch.cuda.is_available() else "cpu"

@@ -4,7 +4,7 @@ one pool of inference actors.
 images: blocks of sources to do -> read -> decode + resize (CPU tasks) --+
 scenes: one row per chunk still to do -> window read + tiles (CPU) ------+-> BiRefNet (actor
         pool) -> images: masks / cut-outs + a manifest part per batch;
-                 chunks: blend + stage, then the scene's commit task (`jobs.scene_commits`)
+                 chunks: blend + stage, then the scene's commit task (`jobs.segment.scene_commits`)
                  assembles its COG and commits its row as soon as its last chunk is staged.
 
 Every stage commits its own work (outputs, then the manifest part that records them), so what
@@ -22,21 +22,16 @@ from ray.data import ActorPoolStrategy
 
 from connectors.manifest import RunRef
 
-from .backends import ReplicaSpec
+from ..common.ray_startup import STAGE_OPTIONS
+from ..common.replicas import ReplicaSpec
 from .config import SegmentConfig
-from .ray_startup import STAGE_OPTIONS
+from .image_stages import FinishStage, InferenceStage, PrepareStage, ReadStage
+from .listing import DoneLookup
+from .rows import run_ref
 from .scene_commits import SceneCommits
 from .scene_context import SceneContext
 from .scene_planning import ScenePlan
 from .scene_stages import ChunkBlendStage, ChunkTileStage, chunk_rows
-from .segment_stages import (
-    DoneLookup,
-    FinishStage,
-    InferenceStage,
-    PrepareStage,
-    ReadStage,
-    run_ref,
-)
 
 __all__ = [
     "CPU_TASK_CPUS",
@@ -108,7 +103,7 @@ def _infer(ds: ray.data.Dataset, rt: Runtime, batch_size: int | None) -> ray.dat
 
 def _prepared_images(sources: ray.data.Dataset, rt: Runtime) -> ray.data.Dataset:
     """read -> prepare (CPU tasks), lazily. ``sources`` are what the listing left to do, in
-    blocks (`jobs.listing.SOURCES_PER_BLOCK` rows at most) that set how many inputs one read
+    blocks (`jobs.segment.listing.SOURCES_PER_BLOCK` rows at most) that set how many inputs one read
     task takes on."""
     config = rt.config
     # CPU stages are tasks (callable instances): they hold a core only while a batch runs. With

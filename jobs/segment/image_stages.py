@@ -27,25 +27,21 @@ from connectors.images import encode_mask_png
 from connectors.inputs import read_source
 from connectors.layout import OutputLayout
 from connectors.listing import source_of_row
-from connectors.manifest import DoneIndex, InputRef, ManifestRow, RunRef, write_manifest_part
+from connectors.manifest import InputRef, ManifestRow, RunRef, write_manifest_part
 from connectors.storage import S3Options, StorageUnavailableError, write_bytes_atomic
 
-from .backends import ReplicaSpec, load_predictor
-from .batches import MODEL_KEYS, NO_ERROR, column_batch, rows_of, status_columns
-from .errors import input_error
-from .image_prediction import cutout_png, prepare_encoded
+from ..common.errors import input_error
+from ..common.image_prediction import cutout_png, prepare_encoded
+from ..common.replicas import ReplicaSpec, load_predictor
+from .listing import DoneLookup
+from .rows import MODEL_KEYS, NO_ERROR, column_batch, rows_of, status_columns
 
 __all__ = [
-    "DoneLookup",
     "FinishStage",
     "InferenceStage",
     "PrepareStage",
     "ReadStage",
-    "run_ref",
 ]
-
-#: Hands a stage the done-index when it needs it (on a cluster: from the object store).
-DoneLookup = Callable[[], DoneIndex]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +92,7 @@ class ReadStage:
 
 class PrepareStage:
     """Decode, orient, crop to the row's box and resize to the working size on CPU
-    (`jobs.image_prediction`); drops the bytes unless cut-outs need them."""
+    (`jobs.common.image_prediction`); drops the bytes unless cut-outs need them."""
 
     def __init__(
         self,
@@ -250,9 +246,3 @@ class FinishStage:
             )
         write_manifest_part(self.output, manifest, self.s3)
         return status_columns(manifest)
-
-
-def run_ref(run_id: str, variant: str, size: Size | None) -> RunRef:
-    """What every image row of a run shares; the manifest spells the working size WIDTHxHEIGHT."""
-    size = size or get_variant(variant).size
-    return RunRef(run_id, variant, f"{size.width}x{size.height}" if size else "dynamic")

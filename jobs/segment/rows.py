@@ -1,19 +1,20 @@
-"""Row <-> column conversion for Ray Data batches (dict of NumPy arrays), and the columns that
-image and scene stages share.
+"""The rows the segmentation job's stages pass on: row <-> column conversion for Ray Data batches
+(dict of NumPy arrays), the columns image and scene stages share, and what every row of a run shares.
 
 Light on purpose: the scene path's CPU workers import this, never the model's modules."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from connectors.manifest import ManifestRow
+from birefnet_core.size import Size
+from birefnet_core.variants import get_variant
+from connectors.manifest import ManifestRow, RunRef
 
-__all__ = ["MODEL_KEYS", "NO_ERROR", "column_batch", "rows_of", "status_columns"]
+__all__ = ["MODEL_KEYS", "NO_ERROR", "column_batch", "rows_of", "run_ref", "status_columns"]
 
 #: Which model made a row's probabilities; inference adds them, the manifest keeps them.
 MODEL_KEYS = ("weights_sha256", "weights_source", "dtype", "backend")
@@ -49,3 +50,9 @@ def status_columns(rows: list[ManifestRow]) -> dict[str, np.ndarray]:
         [{"id": r.input.id, "status": r.status, "error": r.error or NO_ERROR} for r in rows],
         ("id", "status", "error"),
     )
+
+
+def run_ref(run_id: str, variant: str, size: Size | None) -> RunRef:
+    """What every image row of a run shares; the manifest spells the working size WIDTHxHEIGHT."""
+    size = size or get_variant(variant).size
+    return RunRef(run_id, variant, f"{size.width}x{size.height}" if size else "dynamic")

@@ -45,7 +45,7 @@ __all__ = [
     "run_command",
 ]
 
-log = logging.getLogger("jobs.cli")
+log = logging.getLogger("jobs.common.cli")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -162,7 +162,7 @@ def _help(field: FieldInfo) -> str:
 
 
 def _group_title(model: type[BaseModel], name: str) -> str | None:
-    """Options a mixin (`jobs.shared_options`) declares are shown under its docstring's title."""
+    """Options a mixin (`jobs.common.options`) declares are shown under its docstring's title."""
     for cls in reversed(model.__mro__):
         if cls is not model and name in getattr(cls, "__annotations__", {}):
             return (cls.__doc__ or "").strip().splitlines()[0] or None

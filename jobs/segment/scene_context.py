@@ -26,11 +26,11 @@ from connectors.raster import RasterReadError, read_window
 from connectors.raster.windows import Window
 from connectors.storage import S3Options, exists, join_uri, read_bytes, write_bytes_atomic
 
-from .ray_startup import STAGE_OPTIONS
+from ..common.ray_startup import STAGE_OPTIONS
 from .scene_planning import ScenePlan
 
 if TYPE_CHECKING:
-    from .backends import ReplicaSpec  # not at run time: the blend workers stay torch-free
+    from ..common.replicas import ReplicaSpec  # not at run time: the blend workers stay torch-free
 
 __all__ = ["CONTEXT_FILE", "SceneContext", "context_view", "stage_coarse_map", "stage_contexts"]
 
@@ -96,7 +96,9 @@ def _view_or_error(plan: ScenePlan, size: int, s3: S3Options) -> tuple[str, np.n
 
 def _segment_views(plans: list[ScenePlan], replica: ReplicaSpec, s3: S3Options, *views: np.ndarray) -> None:
     """One model replica segments every view and stages each coarse map beside its chunks."""
-    from .backends import load_predictor  # here: the blend workers that import SceneContext stay torch-free
+    from ..common.replicas import (
+        load_predictor,  # here: the blend workers that import SceneContext stay torch-free
+    )
 
     predictor, _ = load_predictor(replica)
     for plan, view in zip(plans, views, strict=True):

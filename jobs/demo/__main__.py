@@ -1,0 +1,5 @@
+"""``python -m jobs.demo``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""``python -m jobs.segment``."""
+
+from .driver import main
+
+raise SystemExit(main())

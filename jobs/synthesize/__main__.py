@@ -1,0 +1,5 @@
+"""``python -m jobs.synthesize``."""
+
+from .cli import main
+
+raise SystemExit(main())
