@@ -34,7 +34,16 @@ from ..common.errors import input_error
 from ..common.image_prediction import cutout_png, prepare_encoded
 from ..common.replicas import ReplicaSpec, load_predictor
 from .listing import DoneLookup
-from .rows import MODEL_KEYS, NO_ERROR, column_batch, rows_of, status_columns
+from .rows import (
+    INFERRED_KEYS,
+    MODEL_KEYS,
+    NO_ERROR,
+    PREPARED_KEYS,
+    RECORD_KEYS,
+    column_batch,
+    rows_of,
+    status_columns,
+)
 
 __all__ = [
     "FinishStage",
@@ -45,9 +54,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RECORD_KEYS = ("id", "uri", "relative_path", "name", "version", "size", "data", "error", "box")
-PREPARED_KEYS = (*RECORD_KEYS, "pixels", "height", "width", "decode_seconds")
-INFERRED_KEYS = (*RECORD_KEYS, "probs", "height", "width", "decode_seconds", "infer_seconds", *MODEL_KEYS)
 # Ray Data turns all-None object columns into float NaN, so "absent" is spelled with empty values.
 _EMPTY_PIXELS = np.zeros((0, 0, 3), np.uint8)
 _EMPTY_PROBS = np.zeros((0, 0), np.uint8)

@@ -14,12 +14,50 @@ from birefnet_core.size import Size
 from birefnet_core.variants import get_variant
 from connectors.manifest import ManifestRow, RunRef
 
-__all__ = ["MODEL_KEYS", "NO_ERROR", "column_batch", "rows_of", "run_ref", "status_columns"]
+__all__ = [
+    "CHUNK_STATUS_KEYS",
+    "INFERRED_KEYS",
+    "MODEL_KEYS",
+    "NO_ERROR",
+    "PREPARED_KEYS",
+    "RECORD_KEYS",
+    "TILE_KEYS",
+    "column_batch",
+    "rows_of",
+    "run_ref",
+    "status_columns",
+]
 
 #: Which model made a row's probabilities; inference adds them, the manifest keeps them.
 MODEL_KEYS = ("weights_sha256", "weights_source", "dtype", "backend")
 #: "No error" in a column: Ray Data turns all-None object columns into float NaN.
 NO_ERROR = ""
+
+# The columns of each stage's batches, in pipeline order.
+#: An image read (or its read error): ReadStage.
+RECORD_KEYS = ("id", "uri", "relative_path", "name", "version", "size", "data", "error", "box")
+#: Decoded and resized for the network: PrepareStage.
+PREPARED_KEYS = (*RECORD_KEYS, "pixels", "height", "width", "decode_seconds")
+#: Probabilities at working size, and the model that made them: InferenceStage.
+INFERRED_KEYS = (*RECORD_KEYS, "probs", "height", "width", "decode_seconds", "infer_seconds", *MODEL_KEYS)
+#: One scene chunk's tiles: ChunkTileStage.
+TILE_KEYS = (
+    "scene_id",
+    "uri",
+    "chunk",
+    "scene_size",
+    "staging",
+    "bands",
+    "scaling",
+    "tiles",
+    "pixels",
+    "valid",
+    "error",
+    "decode_seconds",
+)
+#: What a blended chunk (ChunkBlendStage) hands the driver: small, whatever the chunk's size.
+CHUNK_STATUS_KEYS = ("scene_id", "chunk", "error", "decode_seconds", "infer_seconds", "encode_seconds",
+                     *MODEL_KEYS, "tile_count")  # fmt: skip
 
 
 def rows_of(batch: Mapping[str, Sequence[Any] | np.ndarray]) -> Iterator[dict[str, Any]]:

@@ -40,12 +40,11 @@ from connectors.raster import (
 from connectors.raster.windows import Window
 from connectors.storage import S3Options, StorageUnavailableError
 
-from .rows import MODEL_KEYS, column_batch, rows_of, status_columns
+from .rows import CHUNK_STATUS_KEYS, MODEL_KEYS, TILE_KEYS, column_batch, rows_of, status_columns
 from .scene_context import SceneContext
 from .scene_planning import ScenePlan
 
 __all__ = [
-    "CHUNK_STATUS_KEYS",
     "ChunkBlendStage",
     "ChunkTileStage",
     "chunk_rows",
@@ -54,23 +53,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TILE_KEYS = (
-    "scene_id",
-    "uri",
-    "chunk",
-    "scene_size",
-    "staging",
-    "bands",
-    "scaling",
-    "tiles",
-    "pixels",
-    "valid",
-    "error",
-    "decode_seconds",
-)
-#: What a blended chunk hands the driver: small, whatever the chunk's size.
-CHUNK_STATUS_KEYS = ("scene_id", "chunk", "error", "decode_seconds", "infer_seconds", "encode_seconds",
-                     *MODEL_KEYS, "tile_count")  # fmt: skip
 MULTIPLE = 32  # BiRefNet needs tile sides divisible by 32
 
 

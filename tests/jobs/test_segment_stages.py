@@ -17,15 +17,8 @@ from connectors.layout import plain_name
 from connectors.manifest import read_manifest
 from connectors.storage import S3Options
 from jobs.common.replicas import ReplicaSpec
-from jobs.segment.image_stages import (
-    INFERRED_KEYS,
-    PREPARED_KEYS,
-    RECORD_KEYS,
-    FinishStage,
-    InferenceStage,
-    PrepareStage,
-)
-from jobs.segment.rows import column_batch, rows_of, run_ref
+from jobs.segment.image_stages import FinishStage, InferenceStage, PrepareStage
+from jobs.segment.rows import INFERRED_KEYS, PREPARED_KEYS, RECORD_KEYS, column_batch, rows_of, run_ref
 
 WORK = Size(height=64, width=64)
 

@@ -11,8 +11,8 @@ from birefnet_core.size import Size
 from connectors.storage import S3Options
 from jobs.common.replicas import ReplicaSpec
 from jobs.segment.config import SegmentConfig
-from jobs.segment.image_stages import PREPARED_KEYS, InferenceStage
-from jobs.segment.rows import column_batch, rows_of, run_ref
+from jobs.segment.image_stages import InferenceStage
+from jobs.segment.rows import PREPARED_KEYS, column_batch, rows_of, run_ref
 
 
 @pytest.fixture(autouse=True)
