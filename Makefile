@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_STAMP := $(VENV)/.demo-stamp
 
-.PHONY: demo test lint clean system-deps gpu-check
+.PHONY: demo test lint docs clean system-deps gpu-check
 
 $(BIN)/pip:
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +39,13 @@ system-deps:
 test: lint system-deps
 	$(BIN)/pytest -q
 
+# The documentation site in site/ (the tests build it too, with --strict).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict
+
 # On a machine with a GPU: every gpu-marked test and the GPU benchmark, one JSON summary (~8 min on an H100).
 gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py
 
 clean:
-	rm -rf $(VENV) demo_input demo_output gpu_check_output .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo_input demo_output gpu_check_output site .pytest_cache .ruff_cache

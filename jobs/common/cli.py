@@ -37,10 +37,12 @@ __all__ = [
     "Command",
     "CommandEntry",
     "ConfigError",
+    "Option",
     "build_config",
     "load_command",
     "load_config_file",
     "main",
+    "options_of",
     "parse_config",
     "run_command",
 ]
@@ -150,15 +152,14 @@ def _literal_choices(annotation: Any) -> list[str] | None:
     return None
 
 
-def _help(field: FieldInfo) -> str:
-    text = field.description or ""
+def _default_text(field: FieldInfo) -> str | None:
+    """The default as a user would type it; None where there is nothing to show."""
     if field.is_required():
-        return f"{text} (required)"
+        return None
     default = field.get_default(call_default_factory=True)
     if default is None or default is PydanticUndefined or isinstance(default, bool):
-        return text
-    shown = ",".join(map(str, default)) if isinstance(default, list | tuple) else default
-    return f"{text} (default: {shown})".replace("%", "%%")
+        return None
+    return ",".join(map(str, default)) if isinstance(default, list | tuple) else str(default)
 
 
 def _group_title(model: type[BaseModel], name: str) -> str | None:
@@ -169,31 +170,84 @@ def _group_title(model: type[BaseModel], name: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Option:
+    """One option of a command as users meet it: in `--help`, in --config files, in the docs."""
+
+    name: str
+    spellings: tuple[str, ...]  # ("-o", "--output"); () for file-only settings
+    description: str
+    required: bool
+    default: str | None
+    choices: tuple[str, ...] | None
+    boolean: bool
+    positional: bool
+    group: str | None
+
+    @property
+    def help(self) -> str:
+        if self.required:
+            return f"{self.description} (required)"
+        return f"{self.description} (default: {self.default})" if self.default else self.description
+
+
+def options_of(model: type[BaseModel]) -> list[Option]:
+    """Every setting of a config model, in declaration order (the one source of flags and docs)."""
+    options = []
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        positional = bool(extra.get(POSITIONAL))
+        if extra.get(FILE_ONLY):
+            spellings: tuple[str, ...] = ()
+        elif positional:
+            spellings = (name.upper(),)
+        else:
+            spellings = (*([str(extra[SHORT])] if extra.get(SHORT) else []), _flag(name))
+        choices = _literal_choices(field.annotation)
+        options.append(
+            Option(
+                name=name,
+                spellings=spellings,
+                description=field.description or "",
+                required=field.is_required(),
+                default=_default_text(field),
+                choices=tuple(choices) if choices else None,
+                boolean=field.annotation is bool,
+                positional=positional,
+                group=_group_title(model, name),
+            )
+        )
+    return options
+
+
 def add_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
     """One flag per field; values stay strings, so the field's own validators parse them."""
     parser.add_argument(
         "--config", metavar="FILE", help="YAML or JSON file with any options; flags override it"
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for name, field in model.model_fields.items():
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        if extra.get(FILE_ONLY):
+    for option in options_of(model):
+        help_text = option.help.replace("%", "%%")
+        if not option.spellings:
             continue
-        if extra.get(POSITIONAL):
-            parser.add_argument(name, nargs="*", default=None, metavar=name.upper(), help=_help(field))
+        if option.positional:
+            parser.add_argument(
+                option.name, nargs="*", default=None, metavar=option.spellings[0], help=help_text
+            )
             continue
-        title = _group_title(model, name)
         target: Any = parser
-        if title:
-            target = groups.get(title) or groups.setdefault(title, parser.add_argument_group(title))
-        options: dict[str, Any] = {"dest": name, "default": None, "help": _help(field)}
-        if field.annotation is bool:
-            options["action"] = argparse.BooleanOptionalAction
+        if option.group:
+            target = groups.get(option.group) or groups.setdefault(
+                option.group, parser.add_argument_group(option.group)
+            )
+        settings: dict[str, Any] = {"dest": option.name, "default": None, "help": help_text}
+        if option.boolean:
+            settings["action"] = argparse.BooleanOptionalAction
         else:
-            choices = _literal_choices(field.annotation)
-            options["metavar"] = "{" + ",".join(choices) + "}" if choices else name.upper()
-        spellings = [str(extra[SHORT])] if extra.get(SHORT) else []
-        target.add_argument(*spellings, _flag(name), **options)
+            settings["metavar"] = (
+                "{" + ",".join(option.choices) + "}" if option.choices else option.name.upper()
+            )
+        target.add_argument(*option.spellings, **settings)
 
 
 def load_config_file(path: str) -> dict[str, Any]:

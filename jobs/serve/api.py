@@ -18,7 +18,14 @@ from birefnet_core.box_guidance import Box
 
 from ..common.options import Colour, CommaSeparated
 
-__all__ = ["RequestError", "SegmentParams", "json_body", "read_limited"]
+__all__ = [
+    "SEGMENT_OPENAPI",
+    "SEGMENT_RESPONSES",
+    "RequestError",
+    "SegmentParams",
+    "json_body",
+    "read_limited",
+]
 
 Output = Literal["mask", "cutout", "probabilities"]
 
@@ -100,3 +107,68 @@ def json_body(outputs: Mapping[str, bytes], width: int, height: int, box: str | 
     """The JSON answer: the image's size, the box used, and each output as base64 PNG."""
     encoded = {name: base64.b64encode(data).decode("ascii") for name, data in outputs.items()}
     return {"width": width, "height": height, "box": box, "media_type": "image/png", **encoded}
+
+
+def _parameters() -> list[dict[str, Any]]:
+    """`SegmentParams` as OpenAPI query parameters (the route reads them itself, so FastAPI cannot)."""
+    schema = SegmentParams.model_json_schema()
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": field.pop("description", ""),
+            "schema": field,
+        }
+        for name, field in schema["properties"].items()
+    ]
+
+
+_ERROR = {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}}
+_BINARY = {"type": "string", "format": "binary"}
+
+#: What `POST /v1/segment` takes, for the service's OpenAPI document (and the docs made from it).
+SEGMENT_OPENAPI: dict[str, Any] = {
+    "parameters": _parameters(),
+    "requestBody": {
+        "required": True,
+        "description": "The image (JPEG, PNG, WebP, TIFF, ...) as the raw body, or as the file field of "
+        "a multipart form whose other fields are the parameters above.",
+        "content": {
+            "image/*": {"schema": _BINARY},
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"image": _BINARY}, "required": ["image"]}
+            },
+        },
+    },
+}
+
+#: What `POST /v1/segment` answers.
+SEGMENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "format=png: the one output asked for as PNG, the image's size in the "
+        "X-Image-Width and X-Image-Height headers. format=json: the size, the box used and each "
+        "output as base64 PNG.",
+        "content": {
+            "image/png": {"schema": _BINARY},
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "width": {"type": "integer"},
+                        "height": {"type": "integer"},
+                        "box": {"type": ["string", "null"]},
+                        "media_type": {"type": "string", "const": "image/png"},
+                        **{
+                            name: {"type": "string", "contentEncoding": "base64"}
+                            for name in ("mask", "cutout", "probabilities")
+                        },
+                    },
+                }
+            },
+        },
+    },
+    400: {"description": "Invalid parameters, no image, or a box outside the image.", "content": _ERROR},
+    413: {"description": "The body or the image is larger than the service's limits.", "content": _ERROR},
+    422: {"description": "The body is not a decodable image.", "content": _ERROR},
+}

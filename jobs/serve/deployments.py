@@ -33,7 +33,7 @@ from connectors.images import ImageDecodeError, encode_mask_png, encode_probabil
 from ..common.cli import build_config
 from ..common.image_prediction import PreparedInput, cutout_png, prepare_encoded
 from ..common.replicas import ReplicaSpec, load_predictor, local_device
-from .api import RequestError, SegmentParams, json_body, read_limited
+from .api import SEGMENT_OPENAPI, SEGMENT_RESPONSES, RequestError, SegmentParams, json_body, read_limited
 from .config import ServeConfig
 
 __all__ = ["SegmentIngress", "SegmentModel", "build_app"]
@@ -154,10 +154,12 @@ class SegmentIngress:
 
     @api.get("/", response_class=HTMLResponse)
     async def page(self) -> HTMLResponse:
+        """The web page: drop an image, see its mask and cut-out."""
         return HTMLResponse(PAGE)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
+        """The variant and what each model replica runs (device, dtype, backend, weights)."""
         return {"status": "ok", "variant": self.config.variant, **await self.model.describe.remote()}
 
     def _prepare(self, data: bytes, params: SegmentParams) -> PreparedInput:
@@ -216,8 +218,9 @@ class SegmentIngress:
         headers = {"X-Image-Width": str(width), "X-Image-Height": str(height)}
         return Response(png, media_type="image/png", headers=headers)
 
-    @api.post("/v1/segment")
+    @api.post("/v1/segment", openapi_extra=SEGMENT_OPENAPI, responses=SEGMENT_RESPONSES)
     async def segment(self, request: Request) -> Response:
+        """Segment one image: its mask, cut-out or probabilities."""
         started = time.perf_counter()
         try:
             response = await self._segment(request)

@@ -100,13 +100,3 @@ def test_auto_dtype_follows_the_hardware():
     assert config.resolved_dtype("cpu", cpu_native_bf16=True) == "bfloat16"
     assert config.resolved_dtype("cpu", cpu_native_bf16=False) == "float32"
     assert parse_args([*BASE, "--dtype", "float32"]).resolved_dtype("cuda", True) == "float32"
-
-
-def test_readme_documents_every_option():
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    missing = [
-        n for n in SegmentConfig.model_fields if n != "version" and f"`--{n.replace('_', '-')}`" not in readme
-    ]
-    assert not missing, f"README lacks {missing}"
