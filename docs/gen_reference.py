@@ -50,7 +50,9 @@ def options_page() -> str:
         lines += ["| option | default | what it does |", "|---|---|---|"]
         for option in options_of(command.config):
             choices = f" One of: {', '.join(f'`{c}`' for c in option.choices)}." if option.choices else ""
-            lines.append(f"| {_spelling(option)} | {_value(option)} | {_cell(option.description + choices)} |")
+            lines.append(
+                f"| {_spelling(option)} | {_value(option)} | {_cell(option.description + choices)} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -67,7 +69,9 @@ def manifest_page() -> str:
     ]
     for field in MANIFEST_SCHEMA:
         nullable = "yes" if field.nullable else "no"
-        lines.append(f"| `{field.name}` | `{field.type}` | {nullable} | {_cell(MANIFEST_COLUMNS_DOC[field.name])} |")
+        lines.append(
+            f"| `{field.name}` | `{field.type}` | {nullable} | {_cell(MANIFEST_COLUMNS_DOC[field.name])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -91,14 +95,21 @@ def http_page(document: dict[str, Any]) -> str:
     ]
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
-            lines += [f"## `{method.upper()} {path}`", "", operation.get("description", operation["summary"]), ""]
+            lines += [
+                f"## `{method.upper()} {path}`",
+                "",
+                operation.get("description", operation["summary"]),
+                "",
+            ]
             parameters = operation.get("parameters", [])
             if parameters:
                 lines += ["| parameter | type | default | meaning |", "|---|---|---|---|"]
                 for p in parameters:
                     default = p["schema"].get("default")
                     shown = f"`{json.dumps(default)}`" if default is not None else ""
-                    lines.append(f"| `{p['name']}` | {_schema_text(p['schema'])} | {shown} | {_cell(p['description'])} |")
+                    lines.append(
+                        f"| `{p['name']}` | {_schema_text(p['schema'])} | {shown} | {_cell(p['description'])} |"
+                    )
                 lines.append("")
             body = operation.get("requestBody")
             if body:

@@ -68,7 +68,7 @@ MANIFEST_COLUMNS_DOC: dict[str, str] = {
     "variant": "BiRefNet variant name from the registry.",
     "weights_sha256": "SHA-256 of the weights file, or `random` for untrained smoke-test weights.",
     "weights_source": "Where the weights came from (a path or URI, the Hugging Face cache file, or `random`).",
-    "resolution": "Working size the model ran at, e.g. `1024x1024`, or `dynamic`.",
+    "resolution": "Working size the model ran at, e.g. `1024x1024`, or `dynamic`; for a scene, its tile size (`1024x1024`).",
     "dtype": "Inference precision, e.g. `float16`, `bfloat16`, `float32`.",
     "backend": "What ran the model: `torch`, `onnxruntime` or `tensorrt` (null in rows of older versions).",
     "box": "The `x0,y0,x1,y1` box that guided the mask (from the input list's `box` column); null for none.",
