@@ -31,7 +31,7 @@ from jobs.common.cli import build_config
 from jobs.segment import run
 from jobs.segment.config import SegmentConfig
 from jobs.segment.image_stages import FinishStage, PrepareStage, ReadStage
-from jobs.segment.rows import column_batch, rows_of, run_ref
+from jobs.segment.rows import MODEL_KEYS, column_batch, rows_of, run_ref
 
 
 def _cpu() -> float:
@@ -71,7 +71,7 @@ def stage_costs(folder: Path, output: Path, resolution: int) -> dict[str, float]
     disc = ((yy - resolution / 2) ** 2 + (xx - resolution / 2) ** 2) < (resolution / 3) ** 2
     stand_in = disc.astype(np.uint8) * 255  # what the accelerator hands back: quantised probabilities
     rows = [row for batch in prepared for row in rows_of(batch)]
-    model_columns = {"weights_sha256": "stand-in", "weights_source": "stand-in", "dtype": "float32"}
+    model_columns = {key: "stand-in" for key in MODEL_KEYS}  # whatever columns inference adds
     for row in rows:
         row.update(probs=stand_in, infer_seconds=0.0, **model_columns)
     finish = FinishStage(

@@ -68,3 +68,32 @@ def test_gpu_check_summarises_the_gpu_tests_and_the_benchmark_in_one_json(tmp_pa
     assert tests["failed"] == 0 and tests["passed"] == 0 and tests["skipped"] > 0, tests
     assert result["throughput"]["skipped"].startswith("no CUDA device")
     assert json.loads((tmp_path / "gpu_check.json").read_text()) == result
+
+
+def test_backends_compares_torch_and_onnxruntime_on_the_same_input(demo_onnx):
+    result = _run("backends.py", "--size", "64", "--repeats", "1", "--warmup", "0", "--onnx", str(demo_onnx))
+    cases = result["results"]
+    assert {"torch_fp32", "onnxruntime_fp32"} <= set(cases)
+    assert cases["onnxruntime_fp32"]["max_abs_logit_diff_vs_torch_fp32"] <= 1e-3
+    assert cases["torch_fp32"]["seconds_per_image"] > 0 and "cores" in result["machine"]
+
+
+@pytest.mark.slow
+def test_pipeline_reports_stage_costs_and_end_to_end_throughput():
+    result = _run(
+        "pipeline.py", "--images", "2", "--width", "160", "--height", "120", "--resolution", "64",
+        "--e2e-images", "2", "--e2e-resolution", "64",
+    )  # fmt: skip
+    assert result["benchmark"] == "pipeline" and result["images"] == 2
+    assert result["non_model_cpu_seconds_per_image"]
+    assert result["throughput"]["job_seconds"] > 0
+
+
+@pytest.mark.slow
+def test_scale_reports_driver_memory_first_commit_and_done_index_load():
+    result = _run("scale.py", "--sizes", "200", "--nights", "2", "--timeout", "240", "--full")
+    [one] = result["results"]
+    assert one["inputs_listed"] == 200 and one["new"] == 2
+    assert one["driver_peak_rss_mb"] > 0 and one["seconds_to_first_commit"] is not None
+    assert one["nights"] == 2 and one["startup_load_s_night_last"] >= 0
+    assert "cores" in result["machine"]

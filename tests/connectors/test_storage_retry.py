@@ -381,7 +381,9 @@ def test_operations_survive_a_store_restart(
         write = pool.submit(write_bytes_atomic, f"s3://{bucket}/out/m.png", payload, options)
         read = pool.submit(read_bytes, f"s3://{bucket}/in/a.png", options)
         listing = pool.submit(list_files, f"s3://{bucket}/in", None, options)
-        time.sleep(20)
+        # A few seconds of real outage: the policy's timing (backoff, window, warning throttle) is
+        # tested on the fake clock above; here, that real operations wait and then succeed.
+        time.sleep(5)
         assert not any(future.done() for future in (write, read, listing)), "an operation gave up early"
         restartable_s3_server.start()
 
@@ -390,7 +392,7 @@ def test_operations_survive_a_store_restart(
         assert [entry.relative_path for entry in listing.result(timeout=60)] == ["a.png"]
         elapsed = time.monotonic() - started
 
-    assert elapsed < 50
+    assert elapsed < 35
     assert server.filesystem().cat_file(f"{bucket}/out/m.png") == payload
     warnings = [r for r in caplog.records if r.name == retry.__name__]
     assert 3 <= len(warnings) <= 3 * (math.ceil(elapsed / 10) + 1)  # throttled, not one per attempt

@@ -140,27 +140,6 @@ def test_a_model_that_fails_on_good_batches_stops_the_job_instead_of_failing_its
     )
 
 
-def test_killing_the_driver_then_rerunning_completes_the_union(tmp_path):
-    src, out, log = _local_input(tmp_path), tmp_path / "out", tmp_path / "job.log"
-    env, marker = _env()
-    proc = _start(["--input", str(src), "--output", str(out)], env, log)
-    try:
-        _wait_for_first_commit(str(out))
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        _finish(proc, marker, log)
-    first = {r["id"] for r in read_manifest(str(out)).to_pylist()}
-    assert 0 < len(first) < PHOTOS
-
-    env, marker = _env()
-    proc = _start(["--input", str(src), "--output", str(out)], env, log)
-    assert _finish(proc, marker, log) == EXIT_OK
-    latest = _check_complete(str(out))
-    second = {r["id"] for r in latest if r["id"] not in first}
-    assert len(first) + len(second) == PHOTOS  # the second run redid nothing the first committed
-    _no_leftovers(out)
-
-
 def _s3_job(seaweed, bucket: str, extra: list[str]) -> tuple[list[str], dict[str, str], str, S3Options]:
     server = seaweed.server
     fs = server.filesystem()
@@ -182,7 +161,7 @@ def _s3_job(seaweed, bucket: str, extra: list[str]) -> tuple[list[str], dict[str
     return args, env, marker, s3
 
 
-def test_a_20s_store_outage_mid_run_is_waited_out(restartable_s3_server, tmp_path):
+def test_a_store_outage_mid_run_is_waited_out(restartable_s3_server, tmp_path):
     seaweed = restartable_s3_server
     bucket = seaweed.server.create_bucket()
     args, env, marker, s3 = _s3_job(seaweed, bucket, [])
@@ -191,27 +170,11 @@ def test_a_20s_store_outage_mid_run_is_waited_out(restartable_s3_server, tmp_pat
     try:
         _wait_for_first_commit(f"s3://{bucket}/results", s3)
         seaweed.stop()
-        time.sleep(20)
+        time.sleep(6)  # real seconds of outage; the retry policy's timing is tested on a fake clock
         seaweed.start()
     finally:
         code = _finish(proc, marker, log)
     assert code == EXIT_OK
-    _check_complete(f"s3://{bucket}/results", s3)
-
-
-def test_an_outage_longer_than_the_retry_window_is_exit_2_and_a_rerun_completes(
-    restartable_s3_server, tmp_path
-):
-    seaweed = restartable_s3_server
-    bucket = seaweed.server.create_bucket()
-    args, env, marker, s3 = _s3_job(seaweed, bucket, ["--s3-retry-seconds", "8"])
-
-    def committed() -> bool:
-        return _committed(f"s3://{bucket}/results", s3) > 0
-
-    _outage_then_rerun(
-        seaweed, args, env, marker, tmp_path / "job.log", committed, "the first committed batch"
-    )
     _check_complete(f"s3://{bucket}/results", s3)
 
 
@@ -283,21 +246,27 @@ def _staged(out: Path) -> list[Path]:
 
 
 def test_scene_work_survives_driver_kills_mid_scene_and_at_the_first_scene_mask(tmp_path):
+    """Photos and scenes in one run, the driver SIGKILLed twice: the re-run completes the union of
+    photos and scenes, redoes nothing committed and reuses every staged chunk."""
     src, out, log = _local_input(tmp_path), tmp_path / "out", tmp_path / "job.log"
     _write_scenes(src)
     args = ["--input", str(src), "--output", str(out), *SCENE_FLAGS]
     scene_ids = {item_id(str(src / name)) for name in SCENES}
 
-    # 1. Killed mid-scene: chunks staged, no scene committed yet.
+    # 1. Killed mid-scene and mid-photos: chunks staged, some photos committed, no scene yet.
     env, marker = _env()
     proc = _start(args, env, log)
     try:
-        _wait(lambda: len(_staged(out)) >= 2, 180, "the first staged chunks")
+
+        def chunks_and_photos() -> bool:
+            return len(_staged(out)) >= 2 and any(r["id"] not in scene_ids for r in _rows(str(out)))
+
+        _wait(chunks_and_photos, 180, "the first staged chunks and committed photos")
         photos_at_first_chunks = sum(1 for r in _rows(str(out)) if r["id"] not in scene_ids)
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         _finish(proc, marker, log)
-    assert photos_at_first_chunks < PHOTOS, "scene chunks must not wait for every photo (one stream)"
+    assert 0 < photos_at_first_chunks < PHOTOS, "scene chunks must not wait for every photo (one stream)"
     staged_after_first = len(_staged(out))
     assert staged_after_first >= 2
     assert not {r["id"] for r in _rows(str(out)) if r["id"] in scene_ids}, "killed before any scene commit"
@@ -320,6 +289,7 @@ def test_scene_work_survives_driver_kills_mid_scene_and_at_the_first_scene_mask(
     assert _finish(proc, marker, log) == EXIT_OK
     latest = latest_rows(read_manifest(str(out))).to_pylist()
     assert {r["status"] for r in latest} == {"ok"} and len(latest) == PHOTOS + len(SCENES)
+    assert sorted(r["relative_path"] for r in latest if r["id"] not in scene_ids) == sorted(_photos())
     rows = _rows(str(out))
     for scene in scene_ids:
         assert [r["status"] for r in rows if r["id"] == scene] == ["ok"], "every scene ok exactly once"
@@ -345,6 +315,8 @@ def _no_leftovers_but_scenes(out: Path) -> None:
 def test_the_store_stopping_during_a_scene_assembly_is_exit_2_and_a_rerun_completes(
     restartable_s3_server, tmp_path
 ):
+    """An outage longer than the retry window while photos are committed and a scene assembles:
+    exit 2 with one line, and a re-run completes photos and scenes."""
     seaweed = restartable_s3_server
     bucket = seaweed.server.create_bucket()
     local = tmp_path / "scenes_src"
