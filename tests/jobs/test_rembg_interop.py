@@ -26,6 +26,11 @@ def rembg_session(demo_onnx, tmp_path, monkeypatch):
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))
     monkeypatch.setenv("MODEL_CHECKSUM_DISABLED", "1")
     shutil.copy(demo_onnx, tmp_path / "birefnet-general.onnx")
+    # rembg imports pymatting, whose numba kernels compile at import: 45 s on a fresh machine, for
+    # alpha matting this test never asks for. Without the JIT they stay plain Python.
+    import numba
+
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
     from rembg import new_session
 
     return new_session("birefnet-general", providers=["CPUExecutionProvider"])

@@ -2,6 +2,7 @@
 
 import io
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -91,13 +92,30 @@ def test_wrong_secret_fails_with_a_clear_error(s3_server, s3_bucket):
     assert "Traceback" not in result.stderr
 
 
+#: Before the job, what the driver sees: `jobs` from the uploaded working dir (first on the driver's
+#: sys.path), not the editable install pointing at the checkout; the venv's Python; and a working
+#: dir without .venv (gigabytes) or .git.
+SHIPPED = (
+    "import os, sys, jobs; print('JOBS_FROM', jobs.__file__); print('PYTHON', sys.executable); "
+    "print('SHIPPED_VENV', os.path.exists('.venv'), os.path.exists('.git'))"
+)
+
+
 def test_ray_job_submit_on_a_cluster(tmp_path):
+    """`ray job submit --working-dir .` on a real `ray start --head` cluster, as the docs show."""
     src, out = tmp_path / "in", tmp_path / "out"
     write_corpus(src)
-    entrypoint = " ".join(["python -m jobs.segment", "--input", str(src), "--output", str(out), *JOB_FLAGS])
+    job = " ".join(["python -m jobs.segment", "--input", str(src), "--output", str(out), *JOB_FLAGS])
     with local_ray_cluster(tmp_path) as cluster:
+        entrypoint = shlex.join(["sh", "-c", f"python -c {shlex.quote(SHIPPED)} && {job}"])
         status, logs = submit_and_wait(cluster, entrypoint, working_dir=REPO_ROOT, timeout=300)
     assert status == "SUCCEEDED", logs
+    lines = logs.splitlines()
+    jobs_line = next(line for line in lines if line.startswith("JOBS_FROM "))
+    assert "working_dir_files" in jobs_line, jobs_line  # imported from the uploaded package
+    python_line = next(line for line in lines if line.startswith("PYTHON "))
+    assert str(Path(sys.executable).parent) in python_line, python_line
+    assert "SHIPPED_VENV False False" in lines, logs
     assert f"{len(GOOD)} ok, {len(BAD)} failed" in logs
     for name in GOOD:
         h, w = expected_size(name)
