@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+#: Every script runs in a process of its own (torch, often Ray): seconds to a minute each.
+pytestmark = pytest.mark.slow
 REPO = Path(__file__).parents[2]
 
 
@@ -39,7 +41,6 @@ def test_model_speed_reports_seconds_per_dtype_and_backend_with_the_machine():
     assert "cores" in result["machine"]
 
 
-@pytest.mark.slow
 def test_train_speed_reports_samples_per_second_per_worker_count():
     result = _run("train_speed.py", "--size", "64", "--pairs", "12", "--batch-size", "2", "--workers", "1")
     [one] = result["results"]
@@ -78,7 +79,6 @@ def test_backends_compares_torch_and_onnxruntime_on_the_same_input(demo_onnx):
     assert cases["torch_fp32"]["seconds_per_image"] > 0 and "cores" in result["machine"]
 
 
-@pytest.mark.slow
 def test_pipeline_reports_stage_costs_and_end_to_end_throughput():
     result = _run(
         "pipeline.py", "--images", "2", "--width", "160", "--height", "120", "--resolution", "64",
@@ -89,7 +89,6 @@ def test_pipeline_reports_stage_costs_and_end_to_end_throughput():
     assert result["throughput"]["job_seconds"] > 0
 
 
-@pytest.mark.slow
 def test_scale_reports_driver_memory_first_commit_and_done_index_load():
     result = _run("scale.py", "--sizes", "200", "--nights", "2", "--timeout", "240", "--full")
     [one] = result["results"]

@@ -74,6 +74,7 @@ def test_the_demo_file_uses_standard_operators_and_says_what_it_is(demo_onnx):
     assert meta["opset"] == "18" and meta["precision"] == "float32" and meta["dynamic"] == "true"
 
 
+@pytest.mark.slow  # an export of its own (half a minute)
 def test_a_static_float16_graph_keeps_float32_inputs_and_outputs():
     model = load_model("demo")
     settings = OnnxExportSettings(dynamic=False, fp16=True, resolution=Size(64, 96), batch=2)

@@ -60,6 +60,7 @@ def test_a_scene_larger_than_the_working_size_tiles_without_losing_quality():
     assert agreement >= 0.9, agreement
 
 
+@pytest.mark.slow  # three commands end to end on Ray
 def test_job_evaluation_and_report_on_real_predictions(embedded_ray, held_out, tmp_path, capsys):
     out = tmp_path / "out"
     code = segment_main(["--input", str(held_out / "im"), "--output", str(out), "--variant", "demo",

@@ -18,6 +18,9 @@ from connectors.synthetic import encode_image, object_scene
 from tests.support.ports import free_ports
 from tests.support.ray_cluster import local_ray_cluster
 
+#: A `ray start --head` cluster and `serve deploy` of the config file: about 40 s.
+pytestmark = pytest.mark.slow
+
 SERVE_CONFIG = Path(__file__).resolve().parents[2] / "infra" / "serve" / "birefnet.yaml"
 
 
