@@ -1,7 +1,9 @@
-"""`birefnet train` on a real local Ray Train: 2 CPU workers (DDP over gloo), a kill, a resume.
+"""`birefnet train` on a real local Ray Train: 2 CPU workers (DDP over gloo), pairs read from S3 and
+checkpoints written there, a kill, a resume.
 
 Each run is started as users start it, a process (and process group) of its own with its own
-embedded Ray, so the test can SIGKILL the whole run mid-training and start it again.
+embedded Ray, so the test can SIGKILL the whole run mid-training and start it again. One run serves
+every test (Ray Train's start-up is most of a run's minute); the tests read a copy of its S3 folder.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,7 @@ from birefnet_core.preprocessing import normalize_batch
 from birefnet_core.size import Size
 from birefnet_core.variants import IMAGENET_MEAN, IMAGENET_STD
 from birefnet_core.weights import detect_backbone, load_model, load_state_dict
+from connectors.storage import S3Options, open_input, read_bytes
 from connectors.synthetic import encode_image, training_scene
 from jobs.common.errors import EXIT_JOB_ERROR, EXIT_OK
 from jobs.train.checkpoints import latest_complete_checkpoint
@@ -71,16 +75,21 @@ def _write_corpus(root: Path) -> None:
     (root / "gt" / "broken.png").write_bytes(_png(np.zeros((8, 8), np.uint8)))
 
 
-def _env() -> tuple[dict[str, str], str]:
+def _env(s3_server) -> tuple[dict[str, str], str]:
     marker = f"BIREFNET_TRAIN_TEST={uuid.uuid4().hex}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "AWS_"))}
     env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    env.update(
+        AWS_ACCESS_KEY_ID=s3_server.key,
+        AWS_SECRET_ACCESS_KEY=s3_server.secret,
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     env.update(dict([marker.split("=", 1)]))
     return env, marker
 
 
-def _start(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
-    env, marker = _env()
+def _start(args: list[str], log: Path, s3_server) -> tuple[subprocess.Popen, str]:
+    env, marker = _env(s3_server)
     with log.open("w") as handle:
         proc = subprocess.Popen(
             [sys.executable, "-m", "jobs.train", *args], cwd=REPO, env=env,
@@ -95,39 +104,62 @@ def _stop(proc: subprocess.Popen, marker: str) -> None:
     kill_processes_with_env(marker)
 
 
-def _complete_checkpoint_step(run: Path) -> int | None:
-    """Step of the newest whole checkpoint folder: a kill during Ray's copy leaves partial ones."""
-    folder = latest_complete_checkpoint(str(run)) if run.exists() else None
-    return json.loads((Path(folder) / "checkpoint.json").read_text())["progress"]["step"] if folder else None
+def _complete_checkpoint_step(run_uri: str, s3: S3Options) -> int | None:
+    """Step of the newest whole checkpoint folder: a kill during Ray's upload leaves partial ones."""
+    folder = latest_complete_checkpoint(run_uri, s3)
+    if folder is None:
+        return None
+    return json.loads(read_bytes(f"{folder}/checkpoint.json", s3))["progress"]["step"]
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    run: Path  # a local copy of the run's S3 folder
+    run_uri: str
+    s3: S3Options
+    killed_at: int
+    logs: str
 
 
 @pytest.fixture(scope="module")
-def killed_and_resumed(tmp_path_factory):
+def killed_and_resumed(s3_server, tmp_path_factory) -> TrainedRun:
     root = tmp_path_factory.mktemp("train")
-    data, out = root / "data", root / "runs"
+    data = root / "data"
     _write_corpus(data)
-    args = ["--data", str(data), "--output", str(out), "--name", "tiny", *FLAGS]
-    proc, marker = _start(args, root / "first.log")
+    bucket = s3_server.create_bucket()
+    fs = s3_server.filesystem()
+    for path in data.rglob("*.*"):
+        fs.pipe(f"{bucket}/data/{path.relative_to(data).as_posix()}", path.read_bytes())
+    s3 = s3_server.options()
+    run_uri = f"s3://{bucket}/runs/tiny"
+    args = [
+        "--data", f"s3://{bucket}/data", "--output", f"s3://{bucket}/runs", "--name", "tiny",
+        "--s3-endpoint-url", s3_server.endpoint_url, *FLAGS,
+    ]  # fmt: skip
+    proc, marker = _start(args, root / "first.log", s3_server)
     try:
         deadline = time.monotonic() + 300
-        while (killed_at := _complete_checkpoint_step(out / "tiny")) is None:
+        while (killed_at := _complete_checkpoint_step(run_uri, s3)) is None:
             assert proc.poll() is None, (root / "first.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.2)
+            time.sleep(0.5)
     finally:
         _stop(proc, marker)
-    proc, marker = _start(args, root / "second.log")
+    proc, marker = _start(args, root / "second.log", s3_server)
     try:
         code = proc.wait(timeout=400)
     finally:
         _stop(proc, marker)
     second = (root / "second.log").read_text()
     assert code == EXIT_OK, second[-3000:]
-    return out / "tiny", killed_at, (root / "first.log").read_text() + second
+    fs.invalidate_cache()
+    fs.get(f"{bucket}/runs/tiny", str(root / "runs" / "tiny"), recursive=True)
+    logs = (root / "first.log").read_text() + second
+    return TrainedRun(root / "runs" / "tiny", run_uri, s3, killed_at, logs)
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_with_step_and_optimiser_state(killed_and_resumed):
-    run, killed_at, _ = killed_and_resumed
+    run, killed_at = killed_and_resumed.run, killed_and_resumed.killed_at
     assert 2 <= killed_at < STEPS, "the first run ended before it was killed; make it longer"
     summary = json.loads((run / "training.json").read_text())
     assert summary["progress"]["step"] == STEPS
@@ -157,7 +189,7 @@ def _training_loss(model: torch.nn.Module, data: Path) -> float:
 
 
 def test_the_loss_falls_and_validation_is_scored(killed_and_resumed):
-    run, _, _ = killed_and_resumed
+    run = killed_and_resumed.run
     data = run.parents[1] / "data"
     torch.manual_seed(7)  # the run's --seed: its initial weights
     initial = _training_loss(create_model("swin_v1_demo"), data)
@@ -168,15 +200,15 @@ def test_the_loss_falls_and_validation_is_scored(killed_and_resumed):
 
 
 def test_a_broken_pair_is_skipped_with_its_name(killed_and_resumed):
-    *_, logs = killed_and_resumed
-    assert "skipping training pair broken" in logs
+    assert "skipping training pair broken" in killed_and_resumed.logs
 
 
 def test_the_final_model_loads_with_load_model_and_predicts(killed_and_resumed):
-    run, *_ = killed_and_resumed
-    state_dict, _ = load_state_dict(str(run / "model.safetensors"))
+    state_dict, _ = load_state_dict(str(killed_and_resumed.run / "model.safetensors"))
     assert detect_backbone(state_dict) == "swin_v1_demo"
-    model = load_model(str(run / "model.safetensors"))
+    # Straight from the store, as a job given --weights s3://... loads it.
+    trained = killed_and_resumed
+    model = load_model(f"{trained.run_uri}/model.safetensors", opener=lambda uri: open_input(uri, trained.s3))
     with torch.inference_mode():
         logits = model(torch.randn(1, 3, 64, 96))
     assert logits.shape == (1, 1, 64, 96) and torch.isfinite(logits).all()
@@ -192,38 +224,3 @@ def test_unpaired_training_data_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == EXIT_JOB_ERROR
     assert len(err) == 1 and "images without a mask" in err[0] and "a.jpg" in err[0]
-
-
-def test_training_reads_pairs_from_s3_and_checkpoints_to_s3(s3_server, s3_bucket, tmp_path):
-    local = tmp_path / "data"
-    _write_corpus(local)
-    fs = s3_server.filesystem()
-    for path in local.rglob("*.*"):
-        fs.pipe(f"{s3_bucket}/data/{path.relative_to(local).as_posix()}", path.read_bytes())
-    args = [
-        "--data", f"s3://{s3_bucket}/data", "--output", f"s3://{s3_bucket}/runs", "--name", "remote",
-        "--s3-endpoint-url", s3_server.endpoint_url, *FLAGS, "--num-workers", "1", "--max-steps", "2",
-    ]  # fmt: skip
-    env, marker = _env()
-    env.update(
-        AWS_ACCESS_KEY_ID=s3_server.key,
-        AWS_SECRET_ACCESS_KEY=s3_server.secret,
-        AWS_EC2_METADATA_DISABLED="true",
-    )
-    log = tmp_path / "remote.log"
-    with log.open("w") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "jobs.train", *args], cwd=REPO, env=env,
-                                stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    try:
-        assert proc.wait(timeout=400) == EXIT_OK, log.read_text()[-3000:]
-    finally:
-        _stop(proc, marker)
-    assert fs.exists(f"{s3_bucket}/runs/remote/model.safetensors")
-    assert fs.glob(f"{s3_bucket}/runs/remote/checkpoint_*/training_state.pt")
-    storage = s3_server.options()
-    from connectors.storage import open_input
-
-    model = load_model(
-        f"s3://{s3_bucket}/runs/remote/model.safetensors", opener=lambda uri: open_input(uri, storage)
-    )
-    assert model.backbone_name == "swin_v1_demo"
