@@ -71,14 +71,15 @@ def test_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert not _SKIP_WITHOUT_REASON.search(page.read_text()), f"{page}: a skip directive must say why"
     document = SYBIL.parse(page)
     monkeypatch.chdir(tmp_path)
-    ran = 0
+    ran = skipped = 0
     for example in document:
         try:
             example.evaluate()
         except SkipTest:
+            skipped += 1
             continue
         ran += 1
-    assert ran or not list(SYBIL.parse(page)), f"{page}: every example was skipped"
+    assert ran or not skipped, f"{page}: every example was skipped"
 
 
 @pytest.mark.parametrize(
